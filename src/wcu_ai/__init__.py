@@ -1,0 +1,3 @@
+"""WeconnectU AI Server."""
+
+__version__ = "0.1.0"
