@@ -1,0 +1,3 @@
+from wcu_ai.cli import main
+
+main()

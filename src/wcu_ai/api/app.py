@@ -1,0 +1,104 @@
+"""The FastAPI app factory: the API's composition root."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool
+
+from wcu_ai import __version__
+from wcu_ai.api.deps import require_api_key
+from wcu_ai.api.routes import health, tasks
+from wcu_ai.database import open_pool
+from wcu_ai.errors import DatabaseUnavailableError, DocumentError, WcuError
+from wcu_ai.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+class AppState(TypedDict):
+    settings: Settings
+    pool: AsyncConnectionPool
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps every log record made while serving a request with that request's id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = request_id_var.get()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
+        # wait=False: the API starts (and /health answers) while the database is still coming up.
+        async with open_pool(settings, wait=False) as pool:
+            logger.info("api ready to serve", extra={"action": "api.started", "port": settings.api_port})
+            yield {"settings": settings, "pool": pool}
+        logger.info("api stopped; database pool closed", extra={"action": "api.stopped"})
+
+    app = FastAPI(
+        title="WeconnectU AI Server",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.include_router(health.router)
+    for router in (tasks.router,):
+        app.include_router(router, dependencies=[Depends(require_api_key)])
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
+
+    @app.middleware("http")
+    async def request_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        request_id = request.headers.get("x-request-id", "")[:100] or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.monotonic()
+        try:
+            response = await call_next(request)
+        finally:
+            request_id_var.reset(token)
+        response.headers["x-request-id"] = request_id
+        if request.url.path != "/health":  # the load balancer's probe would drown everything else
+            logger.info(
+                "request",
+                extra={
+                    "action": "http.request",
+                    "request_id": request_id,
+                    "method": request.method,
+                    "path": request.url.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                },
+            )
+        return response
+
+    @app.exception_handler(WcuError)
+    async def wcu_error(request: Request, exc: WcuError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=problem_status(exc))
+
+    return app
+
+
+def problem_status(exc: WcuError) -> int:
+    """The one place that maps the error tree to HTTP statuses."""
+    if isinstance(exc, DatabaseUnavailableError):
+        return 503
+    if isinstance(exc, DocumentError):
+        return 422
+    return 500

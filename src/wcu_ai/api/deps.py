@@ -1,0 +1,59 @@
+"""Request dependencies: settings, a pooled connection, API-key auth."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from wcu_ai.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.state.settings
+
+
+def get_pool(request: Request) -> AsyncConnectionPool:
+    return request.state.pool
+
+
+async def get_conn(request: Request) -> AsyncIterator[AsyncConnection[Any]]:
+    pool: AsyncConnectionPool = request.state.pool
+    try:
+        async with pool.connection() as conn:
+            yield conn
+    except PoolTimeout:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "the database is unavailable; retry later"
+        ) from None
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
+ConnDep = Annotated[AsyncConnection[Any], Depends(get_conn)]
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def require_api_key(request: Request) -> None:
+    """Bearer API keys from WCU_API_KEYS; compared in constant time."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API key: send 'Authorization: Bearer <key>'",
+            headers=_CHALLENGE,
+        )
+    keys: tuple[str, ...] = request.state.settings.api_keys
+    candidate = token.strip().encode()
+    # Every key is compared so the time taken does not reveal which one nearly matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(candidate, key.encode())
+    if not matched:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers=_CHALLENGE)

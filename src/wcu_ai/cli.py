@@ -1,0 +1,122 @@
+"""`wcu-ai`: the one entry point. Parses arguments, loads settings, configures logging, runs.
+
+Errors a user can act on (WcuError) end as one line on stderr: exit 2 for configuration, 1 for
+everything else. Never a traceback, never a password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from wcu_ai import __version__
+from wcu_ai.errors import ConfigError, WcuError
+from wcu_ai.settings import Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wcu-ai", description="WeconnectU AI Server")
+    parser.add_argument("--version", action="version", version=f"wcu-ai {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("api", help="serve the HTTP API (uvicorn)")
+    sub.add_parser("runner", help="run the singleton task runner (initialises the database first)")
+
+    migrate = sub.add_parser("migrate", help="database migrations")
+    msub = migrate.add_subparsers(dest="migrate_command", required=True)
+    msub.add_parser("up", help="apply pending migrations")
+    down = msub.add_parser("down", help="revert the newest migrations")
+    down.add_argument("--steps", type=int, default=1)
+    msub.add_parser("status", help="list migrations and whether they are applied")
+
+    enqueue = sub.add_parser("enqueue", help="enqueue a task (operations, diagnostics)")
+    enqueue.add_argument("task_type")
+    enqueue.add_argument("--payload", default="{}", help="JSON object")
+    enqueue.add_argument("--max-attempts", type=int, default=None)
+
+    dev = sub.add_parser("dev", help="run the whole stack locally on an embedded PostgreSQL")
+    dev.add_argument("--data-dir", default=".wcu-dev", help="where the embedded database and dev key live")
+    dev.add_argument("--port", type=int, default=8000)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    # Agno reports usage unless told not to; the operator opts in explicitly.
+    os.environ.setdefault("AGNO_TELEMETRY", "false")
+    try:
+        settings = load_settings()
+        from wcu_ai.logconfig import configure_logging
+
+        configure_logging(settings.log_level, settings.log_format)
+        code = _run(args, settings)
+    except ConfigError as exc:
+        print(f"wcu-ai: configuration error: {exc.message}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+    except WcuError as exc:
+        print(f"wcu-ai: error: {exc.message}", file=sys.stderr)  # noqa: T201
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "api":
+        from wcu_ai.api.main import serve
+
+        return serve(settings)
+    if args.command == "runner":
+        from wcu_ai.task_runner.main import run_runner
+
+        settings.require_database_url()
+        return asyncio.run(run_runner(settings))
+    if args.command == "migrate":
+        return _migrate(args, settings)
+    if args.command == "enqueue":
+        return asyncio.run(_enqueue(args, settings))
+    if args.command == "dev":
+        from wcu_ai.devstack import run_dev
+
+        return run_dev(settings, data_dir=args.data_dir, port=args.port)
+    raise AssertionError(args.command)
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from wcu_ai.migrations import MigrationTool
+
+    settings.require_database_url()
+    tool = MigrationTool(settings)
+    if args.migrate_command == "up":
+        applied = tool.run_up()
+        print("applied: " + (", ".join(applied) if applied else "nothing, already up to date"))  # noqa: T201
+    elif args.migrate_command == "down":
+        reverted = tool.run_down(args.steps)
+        print("reverted: " + (", ".join(reverted) if reverted else "nothing"))  # noqa: T201
+    else:
+        for row in tool.status():
+            when = row.applied_at.isoformat(timespec="seconds") if row.applied_at else "-"
+            print(f"{row.state:<8} {row.name:<40} {when}")  # noqa: T201
+    return 0
+
+
+async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    from wcu_ai.database import open_pool
+    from wcu_ai.tasks import queue
+
+    try:
+        payload = json.loads(args.payload)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--payload is not valid JSON: {exc.msg}") from None
+    if not isinstance(payload, dict):
+        raise ConfigError("--payload must be a JSON object")
+    settings.require_database_url()
+    async with open_pool(settings) as pool, pool.connection() as conn:
+        task_id = await queue.enqueue(
+            conn, args.task_type, payload, max_attempts=args.max_attempts or settings.task_max_attempts
+        )
+    print(task_id)  # noqa: T201
+    return 0

@@ -1,0 +1,150 @@
+"""Connections to PostgreSQL.
+
+Every connection the service opens goes through here so that the schema (WCU_DB_SCHEMA) is on
+the search_path and connection failures become one actionable DatabaseUnavailableError without
+the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from wcu_ai.errors import DatabaseUnavailableError, MigrationError
+from wcu_ai.settings import Settings, redact_url
+
+
+def connect_kwargs(settings: Settings) -> dict[str, Any]:
+    # public stays on the path so an extension installed there (pgvector on RDS) resolves.
+    search_path = settings.db_schema if settings.db_schema == "public" else f"{settings.db_schema},public"
+    return {
+        "options": f"-c search_path={search_path}",
+        "connect_timeout": max(1, int(settings.db_connect_timeout_seconds)),
+        "application_name": "wcu-ai",
+    }
+
+
+def conninfo(settings: Settings) -> str:
+    url = settings.require_database_url()
+    # SQLAlchemy-style URLs are accepted in DATABASE_URL too; libpq wants the plain scheme.
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def sqlalchemy_url(settings: Settings) -> str:
+    url = conninfo(settings)
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
+def unavailable(settings: Settings, exc: BaseException) -> DatabaseUnavailableError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DatabaseUnavailableError(
+        f"cannot connect to the database at {redact_url(settings.database_url or '')} "
+        f"(DATABASE_URL): {reason}"
+    )
+
+
+@contextlib.contextmanager
+def connect(settings: Settings, *, autocommit: bool = False) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A synchronous connection (migrations, CLI)."""
+    try:
+        conn = psycopg.connect(
+            conninfo(settings), autocommit=autocommit, row_factory=dict_row, **connect_kwargs(settings)
+        )
+    except psycopg.OperationalError as exc:
+        raise unavailable(settings, exc) from None
+    with conn:
+        yield conn
+
+
+async def connect_async(
+    settings: Settings, *, autocommit: bool = True
+) -> psycopg.AsyncConnection[dict[str, Any]]:
+    """A dedicated asynchronous connection (runner leadership lock, LISTEN)."""
+    try:
+        return await psycopg.AsyncConnection.connect(
+            conninfo(settings), autocommit=autocommit, row_factory=dict_row, **connect_kwargs(settings)
+        )
+    except psycopg.OperationalError as exc:
+        raise unavailable(settings, exc) from None
+
+
+@contextlib.asynccontextmanager
+async def open_pool(
+    settings: Settings, *, min_size: int = 1, wait: bool = True
+) -> AsyncIterator[AsyncConnectionPool]:
+    """A connection pool; with wait=False it opens even while the database is down."""
+    pool = AsyncConnectionPool(
+        conninfo(settings),
+        min_size=min(min_size, settings.db_pool_size),
+        max_size=settings.db_pool_size,
+        kwargs={"row_factory": dict_row, **connect_kwargs(settings)},
+        # A dead server connection is noticed before use instead of failing a request.
+        check=AsyncConnectionPool.check_connection,
+        timeout=settings.db_connect_timeout_seconds,
+        open=False,
+        name="wcu-ai",
+    )
+    try:
+        await pool.open(wait=wait, timeout=settings.db_connect_timeout_seconds)
+    except Exception as exc:
+        await pool.close()
+        raise unavailable(settings, exc) from None
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def lock_key(purpose: str, schema: str) -> int:
+    """A stable signed 64-bit advisory lock key for one purpose in one schema."""
+    digest = hashlib.sha256(f"wcu_ai:{purpose}:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def advisory_lock(
+    conn: psycopg.Connection[Any], key: int, timeout_seconds: float, *, what: str
+) -> Iterator[None]:
+    """A session-level advisory lock held for the block; waits at most timeout_seconds."""
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(timeout_seconds * 1000)}ms",))
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+    except psycopg.errors.LockNotAvailable:
+        raise MigrationError(
+            f"another {what} held the lock for {timeout_seconds:.0f}s; if no runner or `wcu-ai migrate` "
+            f"is running, end the stale session holding pg_advisory_lock({key}) (see pg_locks)"
+        ) from None
+    finally:
+        conn.execute("SELECT set_config('lock_timeout', '0', false)")
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def load_queries(package: str, filename: str) -> dict[str, str]:
+    """Named queries from a .sql file: each starts with a `-- name: <name>` line."""
+    from importlib import resources
+
+    text = (resources.files(package) / filename).read_text(encoding="utf-8")
+    queries: dict[str, str] = {}
+    name: str | None = None
+    lines: list[str] = []
+    for line in [*text.splitlines(), "-- name: <end>"]:
+        if line.startswith("-- name: "):
+            if name is not None:
+                queries[name] = "\n".join(lines).strip().rstrip(";")
+            name, lines = line.removeprefix("-- name: ").strip(), []
+        elif name is not None and not line.startswith("--"):
+            lines.append(line)
+    return queries

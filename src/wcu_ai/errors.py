@@ -1,0 +1,94 @@
+"""The service's error tree.
+
+Every error a user or operator can act on derives from WcuError; its docstring is the default
+message. The CLI turns these into one line on stderr, the API into an HTTP problem, the runner
+into a failed task with a reason.
+"""
+
+from __future__ import annotations
+
+
+class WcuError(Exception):
+    """The WeconnectU AI Server failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or type(self).__name__).strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigError(WcuError):
+    """The configuration is invalid."""
+
+
+class DatabaseUnavailableError(WcuError):
+    """The database could not be reached."""
+
+
+class MigrationError(WcuError):
+    """A database migration could not be applied."""
+
+
+class TaskError(WcuError):
+    """A task failed."""
+
+
+class PermanentTaskError(TaskError):
+    """A task failed in a way that retrying cannot fix (bad input, unsupported content)."""
+
+
+class DocumentError(PermanentTaskError):
+    """The document could not be parsed."""
+
+
+class ToolError(TaskError):
+    """An external tool (LibreOffice, poppler) failed.
+
+    Carries the argv, exit code and the tail of stderr so the reason stays actionable.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        argv: list[str] | None = None,
+        returncode: int | None = None,
+        stderr_tail: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.argv = argv or []
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+class ToolMissingError(PermanentTaskError):
+    """A required external tool is not on PATH."""
+
+
+class ToolTimeoutError(ToolError):
+    """An external tool ran past its time limit; its whole process group was killed."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        argv: list[str] | None = None,
+        timeout: float = 0.0,
+        stderr_tail: str = "",
+    ) -> None:
+        super().__init__(message, argv=argv, returncode=None, stderr_tail=stderr_tail)
+        self.timeout = timeout
+
+
+class EncryptedDocumentError(DocumentError):
+    """The PDF is password-protected: remove the password and upload it again."""
+
+
+class DocumentLimitError(DocumentError):
+    """The document is over a configured limit (pages, size or uncompressed size)."""
+
+
+class DocumentTimeoutError(DocumentError):
+    """Parsing the document took longer than the time allowed per document."""

@@ -1,0 +1,1 @@
+"""The singleton task runner: database initialisation, leadership, the worker loop."""

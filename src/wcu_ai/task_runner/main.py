@@ -1,0 +1,60 @@
+"""The runner's composition root: `wcu-ai runner` and `python -m wcu_ai.task_runner.main`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+from wcu_ai.database import open_pool
+from wcu_ai.settings import Settings
+from wcu_ai.task_runner.initialize import initialize_database
+from wcu_ai.task_runner.leader import Leadership
+from wcu_ai.task_runner.shutdown import stop_event_on_signals
+from wcu_ai.task_runner.worker import Worker
+from wcu_ai.tasks.registry import TaskRegistry, diagnostic_registry
+
+logger = logging.getLogger(__name__)
+
+
+def build_registry(settings: Settings) -> tuple[TaskRegistry, contextlib.AsyncExitStack]:
+    """Every task type this runner works, and the resources their handlers hold open."""
+    registry = diagnostic_registry()
+    return registry, contextlib.AsyncExitStack()
+
+
+async def run_runner(settings: Settings) -> int:
+    """Runs until SIGTERM/SIGINT; 0 on a clean stop, 1 when leadership was lost."""
+    stop = stop_event_on_signals(asyncio.get_running_loop())
+    runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    logger.info(
+        "runner starting",
+        extra={"action": "runner.starting", "runner": runner_id, "concurrency": settings.runner_concurrency},
+    )
+    await asyncio.to_thread(initialize_database, settings)
+    leadership = Leadership(settings, runner_id)
+    if not await leadership.acquire(stop):
+        logger.info("runner stopped while on standby", extra={"action": "runner.stopped"})
+        return 0
+    try:
+        registry, resources = build_registry(settings)
+        async with resources, open_pool(settings, min_size=2) as pool:
+            worker = Worker(settings, pool, registry, runner_id)
+            await worker.run(stop, leadership.lost)
+    finally:
+        await leadership.release()
+    logger.info("runner stopped", extra={"action": "runner.stopped", "runner": runner_id})
+    return 1 if leadership.lost.is_set() else 0
+
+
+def main() -> None:
+    from wcu_ai.cli import main as cli_main
+
+    cli_main(["runner"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+-- Named queries on ai_server_tasks, loaded once by wcu_ai.tasks.queue. Parameters are named.
+-- Writes that end an attempt are guarded by locked_by and attempts: a runner that lost its
+-- lease can never overwrite the outcome of the attempt that replaced it.
+
+-- name: enqueue
+INSERT INTO ai_server_tasks (task_type, payload, max_attempts, run_after)
+VALUES (%(task_type)s, %(payload)s, %(max_attempts)s, now() + make_interval(secs => %(delay)s))
+RETURNING id;
+
+-- name: claim
+-- Due queued tasks and tasks whose lease expired (their runner died), oldest due first.
+-- SKIP LOCKED: a claim never waits on, nor takes, a row another transaction is claiming.
+WITH picked AS (
+    SELECT id FROM ai_server_tasks
+    WHERE (status = 'queued' AND run_after <= now())
+       OR (status = 'running' AND lease_expires_at < now() AND attempts < max_attempts)
+    ORDER BY run_after, created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE ai_server_tasks AS t
+SET status = 'running', attempts = t.attempts + 1, locked_by = %(runner)s,
+    lease_expires_at = now() + make_interval(secs => %(lease)s),
+    started_at = now(), updated_at = now()
+FROM picked WHERE t.id = picked.id
+RETURNING t.id, t.task_type, t.payload, t.status, t.attempts, t.max_attempts, t.run_after,
+          t.lease_expires_at, t.locked_by, t.last_error, t.result, t.created_at, t.updated_at,
+          t.started_at, t.finished_at;
+
+-- name: fail_expired
+-- The runner died during the last allowed attempt: nobody will take the task again.
+UPDATE ai_server_tasks
+SET status = 'failed', finished_at = now(), updated_at = now(), lease_expires_at = NULL,
+    last_error = 'the runner working this task stopped without finishing it (lease expired) on the last allowed attempt'
+WHERE status = 'running' AND lease_expires_at < now() AND attempts >= max_attempts;
+
+-- name: next_due_in
+SELECT extract(epoch FROM min(run_after) - now())::float8 AS due_in
+FROM ai_server_tasks WHERE status = 'queued';
+
+-- name: extend_leases
+UPDATE ai_server_tasks SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+WHERE id = ANY(%(ids)s) AND locked_by = %(runner)s AND status = 'running'
+RETURNING id;
+
+-- name: complete
+UPDATE ai_server_tasks
+SET status = 'succeeded', result = %(result)s, last_error = NULL, finished_at = now(), updated_at = now(),
+    lease_expires_at = NULL
+WHERE id = %(id)s AND locked_by = %(runner)s AND attempts = %(attempts)s AND status = 'running';
+
+-- name: retry_later
+UPDATE ai_server_tasks
+SET status = 'queued', last_error = %(error)s, locked_by = NULL, lease_expires_at = NULL,
+    run_after = now() + make_interval(secs => %(delay)s), updated_at = now()
+WHERE id = %(id)s AND locked_by = %(runner)s AND attempts = %(attempts)s AND status = 'running';
+
+-- name: fail
+UPDATE ai_server_tasks
+SET status = 'failed', last_error = %(error)s, finished_at = now(), updated_at = now(), lease_expires_at = NULL
+WHERE id = %(id)s AND locked_by = %(runner)s AND attempts = %(attempts)s AND status = 'running';
+
+-- name: release
+-- The runner is shutting down: back to the queue, the attempt not spent.
+UPDATE ai_server_tasks
+SET status = 'queued', attempts = attempts - 1, locked_by = NULL, lease_expires_at = NULL,
+    started_at = NULL, updated_at = now(), run_after = now()
+WHERE id = %(id)s AND locked_by = %(runner)s AND attempts = %(attempts)s AND status = 'running';
+
+-- name: get
+SELECT id, task_type, payload, status, attempts, max_attempts, run_after, lease_expires_at, locked_by,
+       last_error, result, created_at, updated_at, started_at, finished_at
+FROM ai_server_tasks WHERE id = %(id)s;
+
+-- name: list
+-- Each filter is optional (NULL = any). Paging is keyset on (created_at, id): ties between rows
+-- inserted by one transaction are split by id.
+SELECT id, task_type, payload, status, attempts, max_attempts, run_after, lease_expires_at, locked_by,
+       last_error, result, created_at, updated_at, started_at, finished_at
+FROM ai_server_tasks
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s)
+  AND (%(before_ts)s::timestamptz IS NULL OR (created_at, id) < (%(before_ts)s, %(before_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;

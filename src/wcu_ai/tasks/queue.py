@@ -1,0 +1,119 @@
+"""Operations on ai_server_tasks: one function per named query in queries.sql."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from wcu_ai.database import load_queries
+from wcu_ai.tasks.model import Task
+
+Q = load_queries("wcu_ai.tasks", "queries.sql")
+
+
+def notify_channel(schema: str) -> str:
+    """The channel the insert trigger of migration 0001 notifies on."""
+    return f"{schema}.ai_server_tasks"
+
+
+async def enqueue(
+    conn: AsyncConnection[Any],
+    task_type: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    max_attempts: int = 3,
+    delay_seconds: float = 0.0,
+) -> UUID:
+    params = {
+        "task_type": task_type,
+        "payload": Jsonb(payload or {}),
+        "max_attempts": max_attempts,
+        "delay": delay_seconds,
+    }
+    row = await (await conn.execute(Q["enqueue"], params)).fetchone()
+    assert row is not None
+    return row["id"]
+
+
+async def claim(conn: AsyncConnection[Any], *, runner: str, limit: int, lease_seconds: float) -> list[Task]:
+    rows = await (
+        await conn.execute(Q["claim"], {"limit": limit, "runner": runner, "lease": lease_seconds})
+    ).fetchall()
+    return [Task.from_row(r) for r in rows]
+
+
+async def fail_expired(conn: AsyncConnection[Any]) -> int:
+    return (await conn.execute(Q["fail_expired"])).rowcount
+
+
+async def next_due_in(conn: AsyncConnection[Any]) -> float | None:
+    """Seconds until the next queued task is due (None when the queue is empty)."""
+    row = await (await conn.execute(Q["next_due_in"])).fetchone()
+    return None if row is None or row["due_in"] is None else max(0.0, row["due_in"])
+
+
+async def extend_leases(
+    conn: AsyncConnection[Any], *, runner: str, task_ids: list[UUID], lease_seconds: float
+) -> set[UUID]:
+    """Renews the leases this runner holds; returns the ids still held."""
+    params = {"lease": lease_seconds, "ids": task_ids, "runner": runner}
+    return {r["id"] for r in await (await conn.execute(Q["extend_leases"], params)).fetchall()}
+
+
+async def _end_attempt(conn: AsyncConnection[Any], name: str, task: Task, runner: str, **params: Any) -> bool:
+    cur = await conn.execute(Q[name], {"id": task.id, "runner": runner, "attempts": task.attempts, **params})
+    return cur.rowcount == 1
+
+
+async def complete(conn: AsyncConnection[Any], task: Task, *, runner: str, result: Any) -> bool:
+    return await _end_attempt(conn, "complete", task, runner, result=Jsonb(jsonable(result)))
+
+
+async def retry_later(
+    conn: AsyncConnection[Any], task: Task, *, runner: str, error: str, delay_seconds: float
+) -> bool:
+    return await _end_attempt(conn, "retry_later", task, runner, error=error, delay=delay_seconds)
+
+
+async def fail(conn: AsyncConnection[Any], task: Task, *, runner: str, error: str) -> bool:
+    return await _end_attempt(conn, "fail", task, runner, error=error)
+
+
+async def release(conn: AsyncConnection[Any], task: Task, *, runner: str) -> bool:
+    """Back to the queue without burning the attempt (the runner is shutting down)."""
+    return await _end_attempt(conn, "release", task, runner)
+
+
+async def get(conn: AsyncConnection[Any], task_id: UUID) -> Task | None:
+    row = await (await conn.execute(Q["get"], {"id": task_id})).fetchone()
+    return None if row is None else Task.from_row(row)
+
+
+async def list_tasks(
+    conn: AsyncConnection[Any],
+    *,
+    status: str | None = None,
+    task_type: str | None = None,
+    before: tuple[datetime, UUID] | None = None,
+    limit: int = 50,
+) -> list[Task]:
+    """Newest first; page with before = (created_at, id) of the last row seen."""
+    before_ts, before_id = before if before else (None, None)
+    params = {
+        "status": status,
+        "task_type": task_type,
+        "before_ts": before_ts,
+        "before_id": before_id,
+        "limit": limit,
+    }
+    return [Task.from_row(r) for r in await (await conn.execute(Q["list"], params)).fetchall()]
+
+
+def jsonable(value: Any) -> Any:
+    """Handler results are stored as JSON; anything else is stored as its string form."""
+    return json.loads(json.dumps(value, default=str))
