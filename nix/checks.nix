@@ -1,0 +1,161 @@
+# `nix flake check`: tests, linters and checks of the built images.
+{
+  pkgs,
+  lib,
+  python,
+  py,
+  images,
+}:
+let
+  inherit (images) api-image runner-image;
+
+  postgresql = pkgs.postgresql_16.withPackages (ps: [ ps.pgvector ]);
+
+  # Every .nix file of the repository, for the formatting check.
+  nixFiles = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.fileFilter (file: file.hasExt "nix") ../.;
+  };
+
+  # Reads an image tarball's manifest and config; the history comments list the store
+  # paths of each layer ("store paths: [...]"), which is the layer list checked here.
+  imageCheck =
+    name: image:
+    {
+      entrypoint,
+      forbidden ? [ ],
+      required ? [ ],
+    }:
+    pkgs.runCommand "check-${name}" { nativeBuildInputs = [ pkgs.jq ]; } ''
+      set -euo pipefail
+      image=${image}
+      tar -xzOf "$image" manifest.json > manifest.json
+      config=$(jq -r '.[0].Config' manifest.json)
+      tar -xzOf "$image" "$config" > config.json
+      jq . config.json
+
+      jq -e '.config.User == "${toString images.uid}:${toString images.uid}"' config.json
+      jq -e '.config.Entrypoint | length == 2 and (.[0] | endswith("/bin/wcu-ai")) and .[1] == "${entrypoint}"' config.json
+      jq -e '.config.StopSignal == "SIGTERM"' config.json
+      jq -e '.config.Labels["org.opencontainers.image.revision"] | length > 0' config.json
+      for var in SSL_CERT_FILE TZDIR PYTHONUNBUFFERED=1 AGNO_TELEMETRY=false HOME=${images.home}; do
+        jq -e --arg v "$var" 'any(.config.Env[]; startswith($v))' config.json
+      done
+
+      jq -r '.history[].comment' config.json > layers.txt
+      for frag in ${lib.escapeShellArgs forbidden}; do
+        if grep -q -- "$frag" layers.txt; then
+          echo "image ${name} must not contain $frag" >&2
+          exit 1
+        fi
+      done
+      for frag in ${lib.escapeShellArgs required}; do
+        grep -q -- "$frag" layers.txt || { echo "image ${name} lacks $frag" >&2; exit 1; }
+      done
+
+      # Customisation layer (the last one): sticky world-writable /tmp, HOME owned by 1000.
+      last=$(jq -r '.[0].Layers[-1]' manifest.json)
+      tar -xzOf "$image" "$last" | tar -tv --numeric-owner -f - > custom.txt
+      grep -E '^drwxrwxrwt .* \./tmp/?$' custom.txt
+      grep -E '^d[rwx-]{9} ${toString images.uid}/${toString images.uid} .* \.${images.home}/?$' custom.txt
+      touch $out
+    '';
+in
+{
+  pytest = pkgs.stdenv.mkDerivation {
+    name = "wcu-ai-pytest";
+    src = python.testSrc;
+    dontConfigure = true;
+    dontBuild = true;
+    doCheck = true;
+
+    nativeCheckInputs = [
+      py.devVenv
+      postgresql
+      pkgs.postgresqlTestHook
+      images.office
+      images.popplerUtils
+    ];
+
+    # postgresqlTestHook: a server in the build sandbox (unix socket under
+    # $NIX_BUILD_TOP, user test_user, database test_db). pgvector needs a superuser once.
+    postgresqlTestSetupPost = ''
+      psql -U postgres -d "$PGDATABASE" -c 'CREATE EXTENSION IF NOT EXISTS vector'
+    '';
+
+    checkPhase = ''
+      runHook preCheck
+      export HOME=$(mktemp -d)
+      export CI=true
+      export FONTCONFIG_FILE=${images.fontsConf}
+      export WCU_TEST_DATABASE_URL="postgresql:///$PGDATABASE?host=$PGHOST"
+      pytest -p no:cacheprovider
+      runHook postCheck
+    '';
+
+    installPhase = ''
+      touch $out
+    '';
+  };
+
+  ruff = pkgs.runCommand "wcu-ai-ruff" { nativeBuildInputs = [ py.devVenv ]; } ''
+    cd ${python.testSrc}
+    ruff check --no-cache .
+    ruff format --no-cache --check .
+    touch $out
+  '';
+
+  nixfmt = pkgs.runCommand "wcu-ai-nixfmt" { nativeBuildInputs = [ pkgs.nixfmt ]; } ''
+    find ${nixFiles} -name '*.nix' -print0 | xargs -0 nixfmt --check
+    touch $out
+  '';
+
+  api-image = imageCheck "api-image" api-image {
+    entrypoint = "api";
+    forbidden = [
+      "libreoffice"
+      "poppler"
+    ];
+  };
+
+  runner-image = imageCheck "runner-image" runner-image {
+    entrypoint = "runner";
+    required = [
+      "libreoffice"
+      "poppler"
+    ];
+  };
+
+  # The api image's store layers must be layers of the runner image too (see images.nix).
+  images-share-layers =
+    pkgs.runCommand "check-images-share-layers" { nativeBuildInputs = [ pkgs.jq ]; }
+      ''
+        set -euo pipefail
+        tar -xzOf ${api-image} manifest.json | jq -r '.[0].Layers[:-1][]' | sort > api.txt
+        tar -xzOf ${runner-image} manifest.json | jq -r '.[0].Layers[]' | sort > runner.txt
+        missing=$(comm -23 api.txt runner.txt)
+        if [ -n "$missing" ]; then
+          echo "api layers not shared with the runner image:" >&2
+          echo "$missing" >&2
+          exit 1
+        fi
+        echo "$(wc -l < api.txt) api store layers, all shared"
+        touch $out
+      '';
+
+  # The fonts LibreOffice needs for Office documents are found through FONTCONFIG_FILE.
+  runner-fonts =
+    pkgs.runCommand "check-runner-fonts" { nativeBuildInputs = [ (lib.getBin pkgs.fontconfig) ]; }
+      ''
+        set -euo pipefail
+        export HOME=$TMPDIR
+        export FONTCONFIG_FILE=${images.fontsConf}
+        fc-list : family > families.txt
+        for family in "Liberation Sans" "Liberation Serif" Carlito Caladea "DejaVu Sans"; do
+          grep -q "$family" families.txt || { echo "missing font $family" >&2; exit 1; }
+        done
+        touch $out
+      '';
+
+  vm = import ./vm-test.nix { inherit pkgs images; };
+}

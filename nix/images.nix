@@ -1,0 +1,203 @@
+# The two OCI images, built with nixpkgs' dockerTools.buildLayeredImage.
+#
+# buildLayeredImage (not streamLayeredImage): the result is a .tar.gz in the store, so
+# `docker load < result` works, the image checks and the VM test read the same file,
+# and skopeo pushes it as `docker-archive:` without the gzip-pipe workaround a stream
+# needs. The price is one compressed copy per image in the store.
+#
+# Shared layers: both images use the same layeringPipeline. Its first step splits the
+# closure into "main" (everything reachable from the shared roots: the app/venv, CA
+# certificates, tzdata, the passwd/group files) and "rest" (runner-only: LibreOffice,
+# poppler, fonts). "main" is layered by popularity on its own, so the api image's store
+# layers are byte-identical to the first layers of the runner image (same store paths,
+# fixed mtime and owner): pushing or pulling the second image transfers only the rest.
+# checks.<system>.images-share-layers verifies this on the built images.
+{
+  pkgs,
+  lib,
+  app,
+  rev,
+}:
+let
+  uid = 1000;
+  home = "/home/app";
+
+  # /etc/passwd, /etc/group (root, nobody and app:1000), nsswitch.conf, /var/empty.
+  nss = pkgs.fakeNss.override {
+    extraPasswdLines = [ "app:x:${toString uid}:${toString uid}:wcu-ai:${home}:/noshell" ];
+    extraGroupLines = [ "app:x:${toString uid}:" ];
+  };
+
+  caBundle = "${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt";
+  zoneinfo = "${pkgs.tzdata}/share/zoneinfo";
+
+  # app puts /bin/wcu-ai at the image root (its links point into the venv).
+  baseContents = [
+    app
+    nss
+    pkgs.dockerTools.caCertificates
+  ];
+
+  # Every store path the api image needs; the runner image has them too.
+  sharedRoots = map toString (
+    baseContents
+    ++ [
+      pkgs.cacert
+      pkgs.tzdata
+    ]
+  );
+
+  layeringPipeline = [
+    [
+      "subcomponent_out"
+      sharedRoots
+    ]
+    [
+      "over"
+      "main"
+      [
+        "pipe"
+        [
+          [ "popularity_contest" ]
+          [
+            "limit_layers"
+            60
+          ]
+        ]
+      ]
+    ]
+    [
+      "over"
+      "rest"
+      [
+        "pipe"
+        [
+          [ "popularity_contest" ]
+          [
+            "limit_layers"
+            55
+          ]
+        ]
+      ]
+    ]
+  ];
+
+  baseEnv = [
+    "SSL_CERT_FILE=${caBundle}"
+    "TZDIR=${zoneinfo}"
+    "PYTHONTZPATH=${zoneinfo}"
+    "PYTHONUNBUFFERED=1"
+    "AGNO_TELEMETRY=false"
+    "HOME=${home}"
+    "LANG=C.UTF-8"
+  ];
+
+  labels = title: description: {
+    "org.opencontainers.image.title" = title;
+    "org.opencontainers.image.description" = description;
+    "org.opencontainers.image.revision" = rev;
+    "org.opencontainers.image.version" = app.version;
+  };
+
+  # Fonts metric-compatible with Office documents: Liberation (Arial, Times New Roman,
+  # Courier New), Carlito (Calibri), Caladea (Cambria), DejaVu as the fallback.
+  # carlito and caladea are looked up by name: they exist in nixpkgs
+  # (pkgs/by-name/ca/carlito, pkgs/by-name/ca/caladea) but not in the offline stand-in
+  # used to evaluate this flake here; checks.<system>.runner-fonts fails a real build if
+  # either is missing from the image.
+  optionalFonts = lib.concatMap (
+    name: if pkgs ? ${name} then [ pkgs.${name} ] else lib.warn "nixpkgs has no ${name}" [ ]
+  ) [ "carlito" "caladea" ];
+  fontsConf = pkgs.makeFontsConf {
+    fontDirectories = [
+      pkgs.liberation_ttf
+      pkgs.dejavu_fonts
+    ]
+    ++ optionalFonts;
+  };
+
+  # libreoffice-still: the wrapped, headless-capable build that Hydra caches (no
+  # Writer-only or headless variant exists; overriding the build means hours of
+  # compiling). The -qt variants add Qt/KDE, -fresh is the same size on a faster branch.
+  office = pkgs.libreoffice-still;
+  popplerUtils = pkgs.poppler-utils;
+
+  mkImage =
+    {
+      name,
+      description,
+      entrypoint,
+      extraContents ? [ ],
+      extraEnv ? [ ],
+      extraConfig ? { },
+      extraHomeDirs ? [ ],
+    }:
+    pkgs.dockerTools.buildLayeredImage {
+      inherit name layeringPipeline;
+      tag = rev;
+      contents = baseContents ++ extraContents;
+      # Runs in the customisation layer's root (relative paths); the mode survives
+      # because the layer is tarred inside the build. Layered images have no /tmp.
+      extraCommands = ''
+        mkdir -m 1777 tmp
+      '';
+      # fakeroot makes the chown stick in the layer: HOME belongs to uid 1000.
+      fakeRootCommands = ''
+        mkdir -p .${home} ${lib.concatMapStringsSep " " (d: ".${home}/${d}") extraHomeDirs}
+        chown -R ${toString uid}:${toString uid} .${home}
+      '';
+      config = {
+        User = "${toString uid}:${toString uid}";
+        WorkingDir = home;
+        Entrypoint = [
+          "${app}/bin/wcu-ai"
+          entrypoint
+        ];
+        StopSignal = "SIGTERM";
+        Env = baseEnv ++ extraEnv;
+        Labels = labels name description;
+      }
+      // extraConfig;
+    };
+
+  api-image = mkImage {
+    name = "wcu-ai-api";
+    description = "wcu-ai API server (stateless, port 8000)";
+    entrypoint = "api";
+    extraEnv = [ "PATH=${app}/bin" ];
+    extraConfig.ExposedPorts."8000/tcp" = { };
+  };
+
+  runner-image = mkImage {
+    name = "wcu-ai-task-runner";
+    description = "wcu-ai singleton task runner (documents: LibreOffice, poppler)";
+    entrypoint = "runner";
+    extraEnv = [
+      "PATH=${
+        lib.makeBinPath [
+          app
+          office
+          popplerUtils
+        ]
+      }"
+      "FONTCONFIG_FILE=${fontsConf}"
+    ];
+    # LibreOffice writes its user profile under $HOME/.config/libreoffice.
+    extraHomeDirs = [
+      ".config"
+      ".config/libreoffice"
+      ".cache"
+    ];
+  };
+in
+{
+  inherit
+    api-image
+    runner-image
+    fontsConf
+    office
+    popplerUtils
+    uid
+    home
+    ;
+}

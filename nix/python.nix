@@ -1,0 +1,110 @@
+# The Python side: uv2nix reads uv.lock and builds one derivation per locked package
+# (wheels preferred), on top of python312 and the build-system set of build-system-pkgs.
+#
+#   production venv  = the project with its default dependencies only (no dev group)
+#   app              = mkApplication: only the project's own files (bin/wcu-ai), linking
+#                      into the venv, so images carry no activation scripts or pip.
+#   devVenv          = the project plus its dev group, for the checks (pytest, ruff).
+{
+  lib,
+  pyproject-nix,
+  uv2nix,
+  pyproject-build-systems,
+}:
+let
+  # Only what the build backend (hatchling) reads: the .dockerignore of the seed.
+  # Everything else in the repository (docs, CI, nix/) cannot change the Python build.
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../src
+      ../pyproject.toml
+      ../uv.lock
+      ../README.md
+    ];
+  };
+
+  # Sources of the test run: the above plus the tests (absent until they are written).
+  testSrc = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../src
+      ../pyproject.toml
+      ../uv.lock
+      ../README.md
+      (lib.fileset.maybeMissing ../tests)
+    ];
+  };
+
+  workspace = uv2nix.lib.workspace.loadWorkspace { workspaceRoot = src; };
+
+  overlay = workspace.mkPyprojectOverlay { sourcePreference = "wheel"; };
+
+  # Wheel fixes. psycopg-binary bundles libpq & co. in psycopg_binary.libs/ and
+  # auto-patchelf resolves them from the package's own output; pydantic-core needs
+  # only glibc/libgcc (pythonManylinuxPackages). Nothing to add until a build says so.
+  overrides = _final: _prev: { };
+
+  # The lock's name of the project (normalised), not the module name.
+  projectName = "wcu-ai-server";
+in
+{
+  inherit
+    src
+    testSrc
+    workspace
+    projectName
+    ;
+
+  forPkgs =
+    pkgs:
+    let
+      pythonSet =
+        (pkgs.callPackage pyproject-nix.build.packages {
+          python = pkgs.python312;
+        }).overrideScope
+          (
+            lib.composeManyExtensions [
+              # build systems first (build-system-pkgs README), then the lock, then fixes
+              pyproject-build-systems.overlays.wheel
+              overlay
+              overrides
+            ]
+          );
+
+      # workspace.deps.default = { wcu-ai-server = [ ]; }: tool.uv.default-groups is not
+      # set, so no dependency group (in particular not "dev") reaches production.
+      venv = pythonSet.mkVirtualEnv "wcu-ai-env" workspace.deps.default;
+
+      app = (pkgs.callPackage pyproject-nix.build.util { }).mkApplication {
+        inherit venv;
+        package = pythonSet.${projectName};
+      };
+
+      # The checks' environment: the project with its dev group, less pgserver. pgserver
+      # is the embedded PostgreSQL tests/conftest.py falls back to when
+      # WCU_TEST_DATABASE_URL is unset; the Nix checks always set it (postgresqlTestHook),
+      # and pgserver has no linux-aarch64 wheel and no sdist in uv.lock.
+      testSet = pythonSet.overrideScope (
+        _final: prev: {
+          ${projectName} = prev.${projectName}.overrideAttrs (old: {
+            passthru = old.passthru // {
+              dependency-groups = old.passthru.dependency-groups // {
+                dev = removeAttrs (old.passthru.dependency-groups.dev or { }) [ "pgserver" ];
+              };
+            };
+          });
+        }
+      );
+      devVenv = testSet.mkVirtualEnv "wcu-ai-dev-env" { ${projectName} = [ "dev" ]; };
+    in
+    {
+      inherit
+        pythonSet
+        venv
+        app
+        devVenv
+        ;
+      inherit (pythonSet) python;
+    };
+}
