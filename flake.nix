@@ -89,7 +89,10 @@
       });
 
       devShells = forAllSystems (system: {
-        default = import ./nix/devshell.nix { inherit (for.${system}) pkgs; };
+        default = import ./nix/devshell.nix {
+          inherit (for.${system}) pkgs;
+          inherit (for.${system}.images) office popplerUtils;
+        };
       });
 
       formatter = forAllSystems (system: for.${system}.pkgs.nixfmt-tree);

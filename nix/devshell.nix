@@ -1,7 +1,12 @@
 # devShells.<system>.default: the tools of a developer machine. uv manages .venv from
 # uv.lock (as on machines without Nix) but with the Nix python312: UV_PYTHON points at
-# it and uv never downloads an interpreter.
-{ pkgs }:
+# it and uv never downloads an interpreter. LibreOffice and poppler are the runner
+# image's (nix/images.nix).
+{
+  pkgs,
+  office,
+  popplerUtils,
+}:
 let
   python = pkgs.python312;
 in
@@ -10,8 +15,8 @@ pkgs.mkShell {
     python
     pkgs.uv
     (pkgs.postgresql_16.withPackages (ps: [ ps.pgvector ]))
-    pkgs.libreoffice-still
-    pkgs.poppler-utils
+    office
+    popplerUtils
     pkgs.nixfmt
   ];
 

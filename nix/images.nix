@@ -104,22 +104,27 @@ let
   # carlito and caladea are looked up by name: they exist in nixpkgs
   # (pkgs/by-name/ca/carlito, pkgs/by-name/ca/caladea) but not in the offline stand-in
   # used to evaluate this flake here; checks.<system>.runner-fonts fails a real build if
-  # either is missing from the image.
-  optionalFonts = lib.concatMap (
-    name: if pkgs ? ${name} then [ pkgs.${name} ] else lib.warn "nixpkgs has no ${name}" [ ]
-  ) [ "carlito" "caladea" ];
+  # either is missing from the fonts the runner image uses.
+  officeFontNames = [
+    "carlito"
+    "caladea"
+  ];
+  officeFonts = map (name: pkgs.${name}) (lib.filter (name: pkgs ? ${name}) officeFontNames);
   fontsConf = pkgs.makeFontsConf {
     fontDirectories = [
       pkgs.liberation_ttf
       pkgs.dejavu_fonts
     ]
-    ++ optionalFonts;
+    ++ officeFonts;
   };
 
-  # libreoffice-still: the wrapped, headless-capable build that Hydra caches (no
-  # Writer-only or headless variant exists; overriding the build means hours of
-  # compiling). The -qt variants add Qt/KDE, -fresh is the same size on a faster branch.
-  office = pkgs.libreoffice-still;
+  # libreoffice-still: the build Hydra caches (no Writer-only or headless variant exists;
+  # overriding the unwrapped build means hours of compiling). The -qt variants add
+  # Qt/KDE, -fresh is the same size on a faster-moving branch. Only the small wrapper is
+  # rebuilt: dbusVerify = false stops `soffice` from starting a private dbus-daemon (and
+  # making directories under /run or /tmp) on every conversion; headless conversion
+  # does not use D-Bus.
+  office = pkgs.libreoffice-still.override { dbusVerify = false; };
   popplerUtils = pkgs.poppler-utils;
 
   mkImage =

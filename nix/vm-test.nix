@@ -35,7 +35,6 @@ pkgs.testers.runNixOSTest {
       enable = true;
       package = pkgs.postgresql_16;
       extensions = ps: [ ps.pgvector ];
-      enableTCPIP = true;
     };
 
     environment.systemPackages = [

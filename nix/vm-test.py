@@ -48,7 +48,7 @@ with subtest("API: liveness and readiness"):
         f"-e DATABASE_URL={database_url} -e WCU_API_KEYS={api_key} "
         f"-e WCU_API_HOST=127.0.0.1 -e WCU_API_PORT=8000 {api_ref}"
     )
-    machine.wait_for_open_port(8000, timeout=120)
+    machine.wait_for_open_port(8000)
     machine.wait_until_succeeds(f"curl -sf {api}/health", timeout=120)
     machine.wait_until_succeeds(f"curl -sf {api}/health/ready", timeout=300)
     # without the bearer key the API refuses
@@ -60,7 +60,7 @@ def upload(name, content_type):
         f"curl -sf {auth} -F 'file=@{fixtures}/{name};type={content_type}' {api}/v1/documents"
     )
     doc = json.loads(out)
-    machine.log(f"uploaded {name}: {doc}")
+    print(f"uploaded {name}: {doc}")
     return doc["id"]
 
 
