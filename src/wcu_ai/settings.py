@@ -121,7 +121,7 @@ def env_name(field: str) -> str:
 def redact_url(url: str) -> str:
     """The URL without its password, safe for logs and error messages."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if not parts.password:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()

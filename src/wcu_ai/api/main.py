@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from types import FrameType
+
 import uvicorn
 
 from wcu_ai.api.app import create_app
 from wcu_ai.errors import ConfigError
 from wcu_ai.settings import Settings
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that exits 0 after a graceful shutdown on SIGTERM/SIGINT.
+
+    uvicorn re-raises the signal once it has shut down, so the process would die of SIGTERM
+    (exit 143), which orchestrators report as a crash on every rolling deploy.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def serve(settings: Settings) -> int:
@@ -25,7 +39,7 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=30,
         server_header=False,
     )
-    uvicorn.Server(config).run()
+    _Server(config).run()
     return 0
 
 

@@ -1,0 +1,145 @@
+"""The queue's SQL against real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from wcu_ai.database import open_pool
+from wcu_ai.migrations import MigrationTool
+from wcu_ai.settings import Settings
+from wcu_ai.tasks import queue
+from wcu_ai.tasks.model import TaskStatus
+
+
+def run_with_pool[T](settings: Settings, body: Callable[[Any], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with open_pool(settings) as pool:
+            return await body(pool)
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def migrated(settings: Settings) -> Settings:
+    MigrationTool(settings).run_up()
+    return settings
+
+
+def test_two_concurrent_claims_never_take_the_same_task(migrated: Settings) -> None:
+    async def body(pool: Any) -> tuple[list[Any], list[Any]]:
+        async with pool.connection() as conn:
+            for i in range(20):
+                await queue.enqueue(conn, "noop", {"i": i})
+
+        async def claim(runner: str) -> list[Any]:
+            async with pool.connection() as conn:
+                return await queue.claim(conn, runner=runner, limit=15, lease_seconds=30)
+
+        a, b = await asyncio.gather(claim("a"), claim("b"))
+        return a, b
+
+    a, b = run_with_pool(migrated, body)
+    ids_a, ids_b = {t.id for t in a}, {t.id for t in b}
+    assert not ids_a & ids_b
+    assert len(ids_a | ids_b) == 20
+    assert all(t.status is TaskStatus.RUNNING and t.attempts == 1 for t in a + b)
+
+
+def test_an_expired_lease_is_claimed_again_and_a_stale_runner_cannot_finish(migrated: Settings) -> None:
+    async def body(pool: Any) -> None:
+        async with pool.connection() as conn:
+            await queue.enqueue(conn, "noop")
+            [first] = await queue.claim(conn, runner="dead", limit=5, lease_seconds=0.2)
+            assert await queue.claim(conn, runner="other", limit=5, lease_seconds=30) == []
+        await asyncio.sleep(0.4)
+        async with pool.connection() as conn:
+            [again] = await queue.claim(conn, runner="alive", limit=5, lease_seconds=30)
+            assert again.id == first.id and again.attempts == 2 and again.locked_by == "alive"
+            # The dead runner wakes up: its outcome is discarded, the live attempt's stands.
+            assert not await queue.complete(conn, first, runner="dead", result={"stale": True})
+            assert await queue.complete(conn, again, runner="alive", result={"ok": True})
+            done = await queue.get(conn, first.id)
+            assert done is not None and done.status is TaskStatus.SUCCEEDED and done.result == {"ok": True}
+
+    run_with_pool(migrated, body)
+
+
+def test_a_lease_expiring_on_the_last_attempt_fails_the_task_with_a_reason(migrated: Settings) -> None:
+    async def body(pool: Any) -> None:
+        async with pool.connection() as conn:
+            task_id = await queue.enqueue(conn, "noop", max_attempts=1)
+            await queue.claim(conn, runner="dead", limit=1, lease_seconds=0.1)
+        await asyncio.sleep(0.3)
+        async with pool.connection() as conn:
+            assert await queue.claim(conn, runner="x", limit=1, lease_seconds=30) == []
+            assert await queue.fail_expired(conn) == 1
+            task = await queue.get(conn, task_id)
+            assert task is not None and task.status is TaskStatus.FAILED
+            assert "lease expired" in (task.last_error or "")
+
+    run_with_pool(migrated, body)
+
+
+def test_release_returns_the_task_without_spending_the_attempt(migrated: Settings) -> None:
+    async def body(pool: Any) -> None:
+        async with pool.connection() as conn:
+            task_id = await queue.enqueue(conn, "noop")
+            [task] = await queue.claim(conn, runner="r", limit=1, lease_seconds=30)
+            assert await queue.release(conn, task, runner="r")
+            back = await queue.get(conn, task_id)
+            assert back is not None and back.status is TaskStatus.QUEUED and back.attempts == 0
+
+    run_with_pool(migrated, body)
+
+
+def test_retry_later_waits_for_its_delay(migrated: Settings) -> None:
+    async def body(pool: Any) -> None:
+        async with pool.connection() as conn:
+            await queue.enqueue(conn, "noop")
+            [task] = await queue.claim(conn, runner="r", limit=1, lease_seconds=30)
+            assert await queue.retry_later(conn, task, runner="r", error="boom", delay_seconds=60)
+            assert await queue.claim(conn, runner="r", limit=1, lease_seconds=30) == []
+            due = await queue.next_due_in(conn)
+            assert due is not None and 55 < due <= 60
+
+    run_with_pool(migrated, body)
+
+
+def test_list_pages_through_ties_without_loss(migrated: Settings) -> None:
+    async def body(pool: Any) -> list[Any]:
+        async with pool.connection() as conn, conn.transaction():
+            # One transaction: all rows share created_at, so paging must split ties by id.
+            for i in range(7):
+                await queue.enqueue(conn, "noop" if i % 2 else "sleep", {"i": i})
+        seen, before = [], None
+        async with pool.connection() as conn:
+            while True:
+                page = await queue.list_tasks(conn, limit=3, before=before)
+                seen += page
+                if len(page) < 3:
+                    break
+                before = (page[-1].created_at, page[-1].id)
+            only_sleep = await queue.list_tasks(conn, task_type="sleep", status="queued")
+            assert len(only_sleep) == 4
+        return seen
+
+    seen = run_with_pool(migrated, body)
+    assert len({t.id for t in seen}) == 7
+
+
+def test_the_insert_trigger_notifies_the_schema_channel(migrated: Settings, db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute('LISTEN "public.ai_server_tasks"')
+
+        async def body(pool: Any) -> None:
+            async with pool.connection() as conn:
+                await queue.enqueue(conn, "noop")
+
+        run_with_pool(migrated, body)
+        notes = list(listener.notifies(timeout=5, stop_after=1))
+    assert [(n.channel, n.payload) for n in notes] == [("public.ai_server_tasks", "noop")]

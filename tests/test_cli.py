@@ -1,0 +1,125 @@
+"""The `wcu-ai` command itself: errors as one line, migrations from the command line."""
+
+from __future__ import annotations
+
+import subprocess
+
+import psycopg
+import pytest
+
+from tests.conftest import free_port, run_cli, wait_task, wcu_ai_command
+from wcu_ai.migrations import packaged_migrations
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [["runner"], ["api"], ["migrate", "up"]])
+def test_a_malformed_database_url_is_one_line_exit_2_without_the_password(
+    service_env: dict[str, str], command: list[str]
+) -> None:
+    env = {**service_env, "DATABASE_URL": "mysql://app:hunter2hunter2@db/app"}
+    result = run_cli(*command, env=env)
+    assert result.returncode == 2
+    assert (
+        one_line(result.stderr)
+        == "wcu-ai: configuration error: DATABASE_URL: Value error, must be a postgresql:// URL"
+    )
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", [["runner"], ["migrate", "up"], ["migrate", "status"]])
+def test_an_unreachable_database_is_one_line_exit_1_without_the_password(
+    service_env: dict[str, str], command: list[str]
+) -> None:
+    env = {
+        **service_env,
+        "DATABASE_URL": f"postgresql://app:hunter2hunter2@127.0.0.1:{free_port()}/app",
+        "WCU_DB_CONNECT_TIMEOUT_SECONDS": "2",
+    }
+    result = run_cli(*command, env=env)
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert line.startswith("wcu-ai: error: cannot connect to the database at postgresql://app:***@127.0.0.1:")
+    assert "(DATABASE_URL)" in line
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_missing_settings_name_the_variable(service_env: dict[str, str]) -> None:
+    env = {k: v for k, v in service_env.items() if k != "DATABASE_URL"}
+    assert one_line(run_cli("runner", env=env).stderr) == (
+        "wcu-ai: configuration error: DATABASE_URL is not set: give it a postgresql:// URL"
+    )
+    env = {k: v for k, v in service_env.items() if k != "WCU_API_KEYS"}
+    result = run_cli("api", env=env)
+    assert result.returncode == 2
+    assert "WCU_API_KEYS" in one_line(result.stderr)
+
+
+def test_three_concurrent_migrate_up_apply_each_migration_once(
+    service_env: dict[str, str], db_url: str
+) -> None:
+    procs = [
+        subprocess.Popen(
+            [*wcu_ai_command(), "migrate", "up"],
+            env=service_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    names = [m.name for m in packaged_migrations()]
+    # stdout carries the JSON log lines too; the command's answer is its last line.
+    answers = [out.strip().splitlines()[-1].removeprefix("applied: ") for out, _ in outputs]
+    applied = [name for answer in answers for name in answer.split(", ") if name in names]
+    assert sorted(applied) == names
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT name FROM ai_migrations ORDER BY name").fetchall()
+    assert [r[0] for r in rows] == names
+
+
+def test_a_changed_migration_is_refused_by_the_command(service_env: dict[str, str], db_url: str) -> None:
+    assert run_cli("migrate", "up", env=service_env).returncode == 0
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE ai_migrations SET checksum = 'deadbeef0000' WHERE name = '0001_ai_server_tasks'")
+    for command in (["migrate", "up"], ["runner"]):
+        result = run_cli(*command, env=service_env)
+        assert result.returncode == 1
+        assert one_line(result.stderr).startswith(
+            "wcu-ai: error: migration 0001_ai_server_tasks was changed after it was applied"
+        )
+    status = run_cli("migrate", "status", env=service_env).stdout
+    assert "changed  0001_ai_server_tasks" in status
+
+
+def test_migrate_status_down_and_up(service_env: dict[str, str]) -> None:
+    names = [m.name for m in packaged_migrations()]
+
+    def answer(*args: str) -> str:
+        return run_cli(*args, env=service_env).stdout.strip().splitlines()[-1]
+
+    assert answer("migrate", "up") == "applied: " + ", ".join(names)
+    assert answer("migrate", "up") == "applied: nothing, already up to date"
+    assert answer("migrate", "down", "--steps", "1") == f"reverted: {names[-1]}"
+    status = run_cli("migrate", "status", env=service_env).stdout.splitlines()
+    assert status[-1].startswith(f"pending  {names[-1]}")
+
+
+def test_enqueue_puts_a_task_in_the_queue(service_env: dict[str, str], db_url: str) -> None:
+    run_cli("migrate", "up", env=service_env)
+    result = run_cli("enqueue", "noop", "--payload", '{"k": "v"}', env=service_env)
+    assert result.returncode == 0, result.stderr
+    row = wait_task(db_url, result.stdout.strip(), "queued")
+    assert row["payload"] == {"k": "v"}
+    bad = run_cli("enqueue", "noop", "--payload", "[1,2]", env=service_env)
+    assert (bad.returncode, one_line(bad.stderr)) == (
+        2,
+        "wcu-ai: configuration error: --payload must be a JSON object",
+    )
