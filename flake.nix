@@ -81,11 +81,12 @@
       );
 
       apps = forAllSystems (system: {
-        push = import ./nix/push.nix {
-          inherit lib rev;
-          inherit (for.${system}) pkgs;
-          images = lib.genAttrs systems (s: for.${s}.images);
-        };
+        push =
+          (import ./nix/push.nix {
+            inherit lib rev;
+            inherit (for.${system}) pkgs;
+            images = lib.genAttrs systems (s: for.${s}.images);
+          }).app;
       });
 
       devShells = forAllSystems (system: {

@@ -1,12 +1,13 @@
 # apps.<system>.push: push both images to Amazon ECR, both architectures joined in one
-# OCI image index per tag.
+# manifest list (image index) per tag.
 #
 # skopeo copies each single-architecture image (docker-archive tarball from
-# buildLayeredImage) to ECR as `<rev>-<arch>`, but it cannot assemble a manifest list.
-# The index is written with jq from the two manifests skopeo reads back (`inspect --raw`,
-# digest = sha256 of those bytes) and stored under `<rev>` and the optional extra tag
-# with `aws ecr put-image`, which accepts an OCI image index whose manifests are already
-# in the repository. No other tool (manifest-tool, crane, buildah) is needed.
+# buildLayeredImage) to ECR as `<rev>-<arch>` (Docker v2 schema 2 manifests), but it
+# cannot assemble a manifest list. The list is written with jq from the manifests skopeo
+# reads back (`inspect --raw`; digest = sha256 of exactly those bytes) and stored under
+# `<rev>` and the optional extra tag with `aws ecr put-image`: ECR accepts a Docker
+# manifest list whose manifests are already in the repository (the API call behind
+# `docker manifest push`). No further tool (manifest-tool, crane, buildah) is needed.
 {
   pkgs,
   lib,
@@ -36,7 +37,7 @@ let
     )
   );
 
-  app = pkgs.writeShellApplication {
+  script = pkgs.writeShellApplication {
     name = "wcu-ai-push";
     runtimeInputs = [
       pkgs.skopeo
@@ -56,7 +57,7 @@ let
         --arch ARCH         push only this architecture (amd64 or arm64; repeatable)
         --dry-run           print what would be done, push nothing
       Repositories: wcu-ai-api, wcu-ai-task-runner. Tags: ${rev}-<arch> per
-      architecture, ${rev} (and --tag) for the multi-architecture index.
+      architecture, ${rev} (and --tag) for the multi-architecture manifest list.
       USAGE
       }
 
@@ -116,11 +117,12 @@ let
       workdir=$(mktemp -d)
       trap 'rm -rf "$workdir"' EXIT
 
+      list_type=application/vnd.docker.distribution.manifest.list.v2+json
       declare -A pushed=()
       while read -r repo arch image; do
         want_arch "$arch" || continue
         ref="$registry/$prefix$repo:$rev-$arch"
-        run skopeo --policy ${policy} copy --retry-times 3 --format oci \
+        run skopeo --policy ${policy} copy --retry-times 3 \
           "docker-archive:$image" "docker://$ref"
         pushed[$repo]="''${pushed[$repo]:-} $arch"
       done <<'IMAGES'
@@ -148,23 +150,24 @@ let
         if ((!dry_run)); then
           printf '%s\n' "''${entries[@]}" | jq -s '{
             schemaVersion: 2,
-            mediaType: "application/vnd.oci.image.index.v1+json",
+            mediaType: "application/vnd.docker.distribution.manifest.list.v2+json",
             manifests: .
           }' >"$index"
-          cat "$index"
+          cat "$index" >&2
         fi
         for tag in "''${tags[@]}"; do
           if ((dry_run)); then
-            echo "+ aws ecr put-image --region $region --repository-name $prefix$repo --image-tag $tag --image-manifest-media-type application/vnd.oci.image.index.v1+json --image-manifest file://$index"
+            echo "+ aws ecr put-image --region $region --repository-name $prefix$repo --image-tag $tag --image-manifest-media-type $list_type --image-manifest file://$index"
             continue
           fi
           if ! out=$(aws ecr put-image --region "$region" --repository-name "$prefix$repo" \
             --image-tag "$tag" \
-            --image-manifest-media-type application/vnd.oci.image.index.v1+json \
+            --image-manifest-media-type "$list_type" \
             --image-manifest "file://$index" 2>&1); then
             # Re-running for the same revision: the tag already points at this index.
             if grep -q ImageAlreadyExistsException <<<"$out"; then
-              echo "$prefix$repo:$tag already points at this index"
+              echo "$registry/$prefix$repo:$tag already points at this manifest list"
+              continue
             else
               echo "$out" >&2
               exit 1
@@ -178,7 +181,11 @@ let
   };
 in
 {
-  type = "app";
-  program = lib.getExe app;
-  meta.description = "Push both images to Amazon ECR as one multi-architecture index per tag";
+  # The script is exposed for .ci/nix-check, which runs it against stub skopeo/aws.
+  inherit script;
+  app = {
+    type = "app";
+    program = lib.getExe script;
+    meta.description = "Push both images to Amazon ECR as one multi-architecture manifest list per tag";
+  };
 }
