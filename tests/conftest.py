@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -194,19 +193,6 @@ def tools_required() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
-@pytest.fixture
-def require_tools() -> None:
-    """LibreOffice and poppler: a skip on a developer machine, a failure in CI."""
-    missing = [tool for tool in ("soffice", "pdftotext", "pdfinfo") if shutil.which(tool) is None]
-    if missing:
-        message = (
-            f"missing tools: {', '.join(missing)} (apt-get install libreoffice-writer-nogui poppler-utils)"
-        )
-        if tools_required():
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 def insert_task(
     db_url: str, task_type: str, payload: dict[str, Any] | None = None, *, max_attempts: int = 3
 ) -> str:
@@ -234,3 +220,17 @@ def wait_task(db_url: str, task_id: str, status: str, timeout: float = 30.0) -> 
         row = task_row(db_url, task_id)
     assert row["status"] == status, row
     return row
+
+
+def missing_tools_or_fail() -> None:
+    """LibreOffice and poppler: a skip on a developer machine, a failure in CI."""
+    from wcu_ai.documents.process import missing_tools
+
+    missing = missing_tools()
+    if missing:
+        message = (
+            f"not on PATH: {', '.join(missing)} (apt-get install libreoffice-writer-nogui poppler-utils)"
+        )
+        if tools_required():
+            pytest.fail(message)
+        pytest.skip(message)

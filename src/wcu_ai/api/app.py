@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from wcu_ai import __version__
 from wcu_ai.api.deps import require_api_key
-from wcu_ai.api.routes import health, tasks
+from wcu_ai.api.routes import documents, health, search, tasks
 from wcu_ai.database import open_pool
 from wcu_ai.errors import DatabaseUnavailableError, DocumentError, WcuError
 from wcu_ai.settings import Settings
@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.include_router(health.router)
-    for router in (tasks.router,):
+    for router in (tasks.router, documents.router, search.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
 
     for handler in logging.getLogger().handlers:

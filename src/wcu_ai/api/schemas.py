@@ -37,3 +37,62 @@ class TaskPage(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class UploadAccepted(BaseModel):
+    document_id: UUID
+    task_id: UUID | None
+    status: str
+    duplicate: bool
+
+
+class DocumentPublic(BaseModel):
+    id: UUID
+    filename: str
+    content_type: str
+    kind: str
+    sha256: str
+    size_bytes: int
+    status: str
+    failure_reason: str | None
+    page_count: int | None
+    title: str | None
+    author: str | None
+    producer: str | None
+    pdf_bytes: int | None
+    text_chars: int | None
+    task_id: UUID | None
+    created_at: datetime
+    updated_at: datetime
+    parsed_at: datetime | None
+
+
+class DocumentPage(BaseModel):
+    items: list[DocumentPublic]
+    next_cursor: str | None
+
+
+class PageText(BaseModel):
+    page: int
+    text: str
+
+
+class DocumentText(BaseModel):
+    document_id: UUID
+    page_count: int
+    text: str
+    pages: list[PageText]
+
+
+class SearchHit(BaseModel):
+    document_id: UUID
+    page: int
+    score: float
+    snippet: str
+    text: str
+
+
+class SearchResults(BaseModel):
+    query: str
+    mode: str
+    results: list[SearchHit]

@@ -10,6 +10,8 @@ import socket
 import uuid
 
 from wcu_ai.database import open_pool
+from wcu_ai.documents.handlers import DocumentParser
+from wcu_ai.documents.store import PARSE_TASK
 from wcu_ai.settings import Settings
 from wcu_ai.task_runner.initialize import initialize_database
 from wcu_ai.task_runner.leader import Leadership
@@ -23,7 +25,12 @@ logger = logging.getLogger(__name__)
 def build_registry(settings: Settings) -> tuple[TaskRegistry, contextlib.AsyncExitStack]:
     """Every task type this runner works, and the resources their handlers hold open."""
     registry = diagnostic_registry()
-    return registry, contextlib.AsyncExitStack()
+    resources = contextlib.AsyncExitStack()
+    parser = DocumentParser(settings)
+    parser.report_tools()
+    registry.register(PARSE_TASK, parser.handle)
+    resources.callback(parser.close)
+    return registry, resources
 
 
 async def run_runner(settings: Settings) -> int:
@@ -34,13 +41,13 @@ async def run_runner(settings: Settings) -> int:
         "runner starting",
         extra={"action": "runner.starting", "runner": runner_id, "concurrency": settings.runner_concurrency},
     )
+    registry, resources = build_registry(settings)
     await asyncio.to_thread(initialize_database, settings)
     leadership = Leadership(settings, runner_id)
     if not await leadership.acquire(stop):
         logger.info("runner stopped while on standby", extra={"action": "runner.stopped"})
         return 0
     try:
-        registry, resources = build_registry(settings)
         async with resources, open_pool(settings, min_size=2) as pool:
             worker = Worker(settings, pool, registry, runner_id)
             await worker.run(stop, leadership.lost)

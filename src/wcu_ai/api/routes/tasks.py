@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Query, status
 
 from wcu_ai.api.deps import ConnDep
+from wcu_ai.api.pagination import decode_cursor, encode_cursor
 from wcu_ai.api.schemas import TaskPage, TaskPublic
 from wcu_ai.tasks import queue
 from wcu_ai.tasks.model import TaskStatus
@@ -47,17 +45,3 @@ async def list_tasks(
         items=[TaskPublic.of(t) for t in tasks],
         next_cursor=encode_cursor(last.created_at, last.id) if last else None,
     )
-
-
-def encode_cursor(created_at: datetime, task_id: UUID) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{task_id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        created_at, _, task_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(created_at), UUID(task_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor: pass next_cursor from a previous page"
-        ) from None

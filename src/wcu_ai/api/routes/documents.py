@@ -1,0 +1,137 @@
+"""Upload documents, follow their parsing, read their text, delete them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from wcu_ai.api.deps import ConnDep, PoolDep, SettingsDep
+from wcu_ai.api.pagination import decode_cursor, encode_cursor
+from wcu_ai.api.schemas import DocumentPage, DocumentPublic, DocumentText, PageText, UploadAccepted
+from wcu_ai.api.upload import receive_file
+from wcu_ai.documents import store
+from wcu_ai.documents.detect import detect_type
+from wcu_ai.documents.handlers import work_dir
+
+router = APIRouter(prefix="/v1/documents", tags=["documents"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        200: {"description": "the same bytes were uploaded before", "model": UploadAccepted},
+        400: {},
+        413: {},
+        415: {},
+        422: {},
+    },
+)
+async def upload_document(request: Request, settings: SettingsDep, pool: PoolDep) -> Any:
+    """Multipart upload (field `file`) of a PDF or DOCX, detected from its bytes; parsing is queued."""
+    async with receive_file(
+        request, field="file", max_bytes=settings.upload_max_bytes, scratch_dir=work_dir(settings) / "uploads"
+    ) as received:
+        kind = detect_type(received.path)
+        if kind is None:
+            raise HTTPException(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                "unsupported document type: send a PDF or a DOCX (the type is read from the content, not the name)",
+            )
+        upload = store.Upload(
+            filename=received.filename,
+            content_type=received.content_type,
+            kind=kind,
+            sha256=received.sha256,
+            content=received.path.read_bytes(),
+        )
+    async with pool.connection() as conn:
+        created = await store.create(
+            conn, upload, store.PostgresBlobStore(), max_attempts=settings.task_max_attempts
+        )
+        document = await store.get(conn, created.document_id)
+    body = UploadAccepted(
+        document_id=created.document_id,
+        task_id=created.task_id,
+        status=document["status"] if document else "queued",
+        duplicate=created.duplicate,
+    )
+    if created.duplicate:
+        return JSONResponse(body.model_dump(mode="json"), status_code=status.HTTP_200_OK)
+    return body
+
+
+def _not_found(document_id: UUID) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no document with id {document_id}")
+
+
+@router.get("/{document_id}", responses={404: {}})
+async def get_document(document_id: UUID, conn: ConnDep) -> DocumentPublic:
+    document = await store.get(conn, document_id)
+    if document is None:
+        raise _not_found(document_id)
+    return DocumentPublic(**document)
+
+
+@router.get("/{document_id}/text", responses={404: {}, 409: {"description": "not parsed (yet)"}})
+async def get_document_text(document_id: UUID, conn: ConnDep) -> DocumentText:
+    document = await store.get(conn, document_id)
+    if document is None:
+        raise _not_found(document_id)
+    if document["status"] != "parsed":
+        reason = f": {document['failure_reason']}" if document["failure_reason"] else ""
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"the document is {document['status']}, not parsed{reason}"
+        )
+    pages = [PageText(page=p["page_no"], text=p["text"]) for p in await store.pages(conn, document_id)]
+    return DocumentText(
+        document_id=document_id,
+        page_count=document["page_count"],
+        text="\n\n".join(p.text for p in pages),
+        pages=pages,
+    )
+
+
+@router.get("")
+async def list_documents(
+    conn: ConnDep,
+    status_: Annotated[str | None, Query(alias="status", pattern="^(queued|parsing|parsed|failed)$")] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> DocumentPage:
+    """Newest first. Pass `next_cursor` back as `cursor` for the next page."""
+    rows = await store.list_documents(
+        conn, status=status_, before=decode_cursor(cursor) if cursor else None, limit=limit
+    )
+    last = rows[-1] if len(rows) == limit else None
+    return DocumentPage(
+        items=[DocumentPublic(**r) for r in rows],
+        next_cursor=encode_cursor(last["created_at"], last["id"]) if last else None,
+    )
+
+
+@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {}})
+async def delete_document(document_id: UUID, conn: ConnDep) -> Response:
+    """Removes the document, its original, its pages and its chunks."""
+    if not await store.delete(conn, document_id):
+        raise _not_found(document_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

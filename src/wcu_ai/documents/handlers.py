@@ -1,0 +1,113 @@
+"""The runner's parse_document task: original bytes -> parse -> pages and chunks in the database.
+
+The document row mirrors its task: parsing while a runner works it, parsed or failed (with the
+reason) when done, queued again when the attempt is handed back for a retry or at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from wcu_ai.documents import store
+from wcu_ai.documents.office import OfficeConverter
+from wcu_ai.documents.parse import DocumentLimits, parse_document
+from wcu_ai.documents.process import missing_tools
+from wcu_ai.errors import PermanentTaskError
+from wcu_ai.settings import Settings
+from wcu_ai.tasks.model import Task, error_text
+from wcu_ai.tasks.registry import TaskContext
+
+logger = logging.getLogger(__name__)
+
+
+def work_dir(settings: Settings) -> Path:
+    return settings.work_dir or Path(tempfile.gettempdir()) / "wcu-ai"
+
+
+class DocumentParser:
+    """Holds one LibreOffice profile per worker slot for the runner's lifetime."""
+
+    def __init__(self, settings: Settings, blobs: store.BlobStore | None = None) -> None:
+        self.settings = settings
+        self.blobs = blobs or store.PostgresBlobStore()
+        self.limits = DocumentLimits.from_settings(settings)
+        self.work_dir = work_dir(settings)
+        self._converters: dict[int, OfficeConverter] = {}
+
+    def report_tools(self) -> list[str]:
+        missing = missing_tools()
+        if missing:
+            logger.warning(
+                "document tools missing: parse_document tasks will fail until they are on PATH",
+                extra={"action": "runner.tools_missing", "missing": missing},
+            )
+        return missing
+
+    def converter(self, slot: int) -> OfficeConverter:
+        if slot not in self._converters:
+            self._converters[slot] = OfficeConverter(slot, self.work_dir / "office")
+        return self._converters[slot]
+
+    def close(self) -> None:
+        for converter in self._converters.values():
+            converter.close()
+        self._converters.clear()
+
+    async def handle(self, task: Task, ctx: TaskContext) -> dict[str, Any]:
+        try:
+            document_id = UUID(str(task.payload["document_id"]))
+        except (KeyError, ValueError):
+            raise PermanentTaskError("parse_document needs payload.document_id, a document UUID") from None
+        async with ctx.pool.connection() as conn:
+            async with conn.transaction():
+                if await store.lock_for_parsing(conn, document_id) is None:
+                    return {"document_id": str(document_id), "skipped": "the document was deleted"}
+                await store.set_status(conn, document_id, "parsing")
+            content = await self.blobs.get(conn, document_id)
+        if content is None:
+            return {"document_id": str(document_id), "skipped": "the document was deleted"}
+
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="upload-") as scratch:
+                source = Path(scratch) / "document"
+                source.write_bytes(content)
+                del content
+                parsed = await parse_document(
+                    source, converter=self.converter(ctx.slot), limits=self.limits, work_dir=self.work_dir
+                )
+        except asyncio.CancelledError:
+            await asyncio.shield(self._set_status(ctx, document_id, "queued"))
+            raise
+        except PermanentTaskError as exc:
+            await asyncio.shield(self._set_status(ctx, document_id, "failed", error_text(exc)))
+            raise
+        except Exception as exc:
+            last_attempt = task.attempts >= task.max_attempts
+            await asyncio.shield(
+                self._set_status(ctx, document_id, "failed" if last_attempt else "queued", error_text(exc))
+            )
+            raise
+
+        async with ctx.pool.connection() as conn, conn.transaction():
+            if await store.lock_for_parsing(conn, document_id) is None:
+                return {"document_id": str(document_id), "skipped": "the document was deleted while parsing"}
+            await store.save_parsed(conn, document_id, parsed)
+        return {
+            "document_id": str(document_id),
+            "kind": parsed.kind,
+            "page_count": parsed.page_count,
+            "chunks": len(parsed.chunks),
+            "seconds": round(parsed.seconds, 3),
+        }
+
+    async def _set_status(
+        self, ctx: TaskContext, document_id: UUID, status: str, reason: str | None = None
+    ) -> None:
+        async with ctx.pool.connection() as conn:
+            await store.set_status(conn, document_id, status, reason)

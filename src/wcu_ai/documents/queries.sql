@@ -1,0 +1,97 @@
+-- Named queries on parsed_documents and what is derived from them (migration 0002).
+
+-- name: insert_document
+-- ON CONFLICT: the same bytes uploaded again are found by their hash, not parsed twice.
+INSERT INTO parsed_documents (filename, content_type, kind, sha256, size_bytes)
+VALUES (%(filename)s, %(content_type)s, %(kind)s, %(sha256)s, %(size_bytes)s)
+ON CONFLICT (sha256) DO NOTHING
+RETURNING id;
+
+-- name: find_by_sha256
+SELECT id FROM parsed_documents WHERE sha256 = %(sha256)s;
+
+-- name: insert_blob
+INSERT INTO parsed_document_blobs (document_id, content) VALUES (%(id)s, %(content)s);
+
+-- name: load_blob
+SELECT content FROM parsed_document_blobs WHERE document_id = %(id)s;
+
+-- name: set_task
+UPDATE parsed_documents SET task_id = %(task_id)s, updated_at = now() WHERE id = %(id)s;
+
+-- name: get
+SELECT id, filename, content_type, kind, encode(sha256, 'hex') AS sha256, size_bytes, status, failure_reason,
+       page_count, title, author, producer, pdf_bytes, text_chars, task_id, created_at, updated_at, parsed_at
+FROM parsed_documents WHERE id = %(id)s;
+
+-- name: list
+SELECT id, filename, content_type, kind, encode(sha256, 'hex') AS sha256, size_bytes, status, failure_reason,
+       page_count, title, author, producer, pdf_bytes, text_chars, task_id, created_at, updated_at, parsed_at
+FROM parsed_documents
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(before_ts)s::timestamptz IS NULL OR (created_at, id) < (%(before_ts)s, %(before_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: pages
+SELECT page_no, text FROM parsed_document_pages WHERE document_id = %(id)s ORDER BY page_no;
+
+-- name: delete
+DELETE FROM parsed_documents WHERE id = %(id)s RETURNING id;
+
+-- name: lock_for_parsing
+-- Row lock for the duration of the parse transaction: a concurrent DELETE waits, then removes it all.
+SELECT status FROM parsed_documents WHERE id = %(id)s FOR UPDATE;
+
+-- name: mark_parsing
+UPDATE parsed_documents SET status = 'parsing', failure_reason = NULL, updated_at = now() WHERE id = %(id)s;
+
+-- name: mark_queued
+UPDATE parsed_documents SET status = 'queued', updated_at = now() WHERE id = %(id)s AND status = 'parsing';
+
+-- name: mark_failed
+UPDATE parsed_documents SET status = 'failed', failure_reason = %(reason)s, updated_at = now() WHERE id = %(id)s;
+
+-- name: clear_derived
+DELETE FROM parsed_document_pages WHERE document_id = %(id)s;
+
+-- name: clear_chunks
+DELETE FROM parsed_document_chunks WHERE document_id = %(id)s;
+
+-- name: insert_page
+INSERT INTO parsed_document_pages (document_id, page_no, text) VALUES (%(id)s, %(page_no)s, %(text)s);
+
+-- name: insert_chunk
+INSERT INTO parsed_document_chunks (document_id, page_no, ordinal, char_start, char_end, text, embedding,
+                                    embedding_model)
+VALUES (%(id)s, %(page_no)s, %(ordinal)s, %(char_start)s, %(char_end)s, %(text)s, %(embedding)s::vector,
+        %(embedding_model)s);
+
+-- name: mark_parsed
+UPDATE parsed_documents
+SET status = 'parsed', failure_reason = NULL, page_count = %(page_count)s, title = %(title)s,
+    author = %(author)s, producer = %(producer)s, pdf_bytes = %(pdf_bytes)s, text_chars = %(text_chars)s,
+    parsed_at = now(), updated_at = now()
+WHERE id = %(id)s;
+
+-- name: search_text
+-- Full-text ranking: websearch syntax ("quoted phrases", -exclusions, or), the same 'english'
+-- configuration the chunks' tsv column was built with.
+SELECT c.document_id, c.page_no, c.ordinal, c.text,
+       ts_rank_cd(c.tsv, q.query) AS score,
+       ts_headline('english', c.text, q.query, 'MaxFragments=1, MaxWords=40, MinWords=15') AS snippet
+FROM websearch_to_tsquery('english', %(q)s) AS q(query)
+JOIN parsed_document_chunks c ON c.tsv @@ q.query
+JOIN parsed_documents d ON d.id = c.document_id AND d.status = 'parsed'
+ORDER BY score DESC, c.document_id, c.ordinal
+LIMIT %(limit)s;
+
+-- name: search_vector
+-- Nearest chunks by cosine distance among those embedded by the same model and dimension.
+SELECT c.document_id, c.page_no, c.ordinal, c.text, 1 - (c.embedding <=> %(embedding)s::vector) AS score,
+       left(c.text, 300) AS snippet
+FROM parsed_document_chunks c
+JOIN parsed_documents d ON d.id = c.document_id AND d.status = 'parsed'
+WHERE c.embedding_model = %(model)s AND c.embedding_dims = %(dims)s
+ORDER BY c.embedding <=> %(embedding)s::vector
+LIMIT %(limit)s;

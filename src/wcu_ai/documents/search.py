@@ -1,0 +1,68 @@
+"""Ranked passages from the parsed documents: full-text always, hybrid when an embedder is set.
+
+Hybrid ranking fuses the full-text and the vector rankings with reciprocal rank fusion, which
+needs no tuning of the two scores' scales against each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+
+from wcu_ai.documents.store import Q
+
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class Passage:
+    document_id: UUID
+    page: int
+    score: float
+    snippet: str
+    text: str
+
+
+def _passage(row: dict[str, Any], score: float | None = None) -> Passage:
+    return Passage(
+        document_id=row["document_id"],
+        page=row["page_no"],
+        score=float(row["score"] if score is None else score),
+        snippet=row["snippet"],
+        text=row["text"],
+    )
+
+
+async def search_text(conn: AsyncConnection[Any], query: str, *, limit: int) -> list[Passage]:
+    rows = await (await conn.execute(Q["search_text"], {"q": query, "limit": limit})).fetchall()
+    return [_passage(r) for r in rows]
+
+
+async def search_hybrid(
+    conn: AsyncConnection[Any], query: str, embedding: list[float], *, model: str, limit: int
+) -> list[Passage]:
+    pool = limit * 4
+    text_rows = await (await conn.execute(Q["search_text"], {"q": query, "limit": pool})).fetchall()
+    vector_rows = await (
+        await conn.execute(
+            Q["search_vector"],
+            {"embedding": str(embedding), "model": model, "dims": len(embedding), "limit": pool},
+        )
+    ).fetchall()
+    return fuse([text_rows, vector_rows], limit=limit)
+
+
+def fuse(rankings: list[list[dict[str, Any]]], *, limit: int) -> list[Passage]:
+    """Reciprocal rank fusion of several rankings of chunks (pure)."""
+    scores: dict[tuple[UUID, int], float] = {}
+    rows: dict[tuple[UUID, int], dict[str, Any]] = {}
+    for ranking in rankings:
+        for rank, row in enumerate(ranking, start=1):
+            key = (row["document_id"], row["ordinal"])
+            scores[key] = scores.get(key, 0.0) + 1.0 / (RRF_K + rank)
+            rows.setdefault(key, row)  # the first ranking's snippet (a highlighted headline) wins
+    best = sorted(scores, key=lambda k: (-scores[k], str(k[0]), k[1]))[:limit]
+    return [_passage(rows[k], scores[k]) for k in best]
