@@ -13,13 +13,14 @@ let
 
   fontconfigBin = lib.getBin pkgs.fontconfig;
 
-  # A check script with jq on PATH; it fails on the first failing command.
-  jqCheck =
-    name: script:
-    pkgs.runCommand name { nativeBuildInputs = [ pkgs.jq ]; } ''
+  # A check script with `inputs` on PATH; it fails on the first failing command.
+  mkCheck =
+    name: inputs: script:
+    pkgs.runCommand name { nativeBuildInputs = inputs; } ''
       set -euo pipefail
       ${script}
     '';
+  jqCheck = name: mkCheck name [ pkgs.jq ];
 
   # Every .nix file of the repository, for the formatting check.
   nixFiles = lib.fileset.toSource {
@@ -155,7 +156,7 @@ in
   '';
 
   # The fonts LibreOffice needs for Office documents are found through FONTCONFIG_FILE.
-  runner-fonts = pkgs.runCommand "check-runner-fonts" { nativeBuildInputs = [ fontconfigBin ]; } ''
+  runner-fonts = mkCheck "check-runner-fonts" [ fontconfigBin ] ''
     export HOME=$TMPDIR
     export FONTCONFIG_FILE=${images.fontsConf}
     fc-list : family > families.txt

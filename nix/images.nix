@@ -127,12 +127,18 @@ let
   office = pkgs.libreoffice-still.override { dbusVerify = false; };
   popplerUtils = pkgs.poppler-utils;
 
+  # soffice, pdftotext and pdfinfo are looked up on PATH by the runner.
+  runnerPath = lib.makeBinPath [
+    app
+    office
+    popplerUtils
+  ];
+
   mkImage =
     {
       name,
       description,
       entrypoint,
-      extraContents ? [ ],
       extraEnv ? [ ],
       extraConfig ? { },
       extraHomeDirs ? [ ],
@@ -140,7 +146,7 @@ let
     pkgs.dockerTools.buildLayeredImage {
       inherit name layeringPipeline;
       tag = rev;
-      contents = baseContents ++ extraContents;
+      contents = baseContents;
       # Runs in the customisation layer's root (relative paths); the mode survives
       # because the layer is tarred inside the build. Layered images have no /tmp.
       extraCommands = ''
@@ -178,13 +184,7 @@ let
     description = "wcu-ai singleton task runner (documents: LibreOffice, poppler)";
     entrypoint = "runner";
     extraEnv = [
-      "PATH=${
-        lib.makeBinPath [
-          app
-          office
-          popplerUtils
-        ]
-      }"
+      "PATH=${runnerPath}"
       "FONTCONFIG_FILE=${fontsConf}"
     ];
     # LibreOffice writes its user profile under $HOME/.config/libreoffice.

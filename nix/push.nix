@@ -177,7 +177,7 @@ let
         done
       done
     '';
-    meta.description = "Push wcu-ai-api and wcu-ai-task-runner to Amazon ECR (multi-arch index)";
+    meta.description = "Push wcu-ai-api and wcu-ai-task-runner to Amazon ECR";
   };
 in
 {
@@ -186,6 +186,6 @@ in
   app = {
     type = "app";
     program = lib.getExe script;
-    meta.description = "Push both images to Amazon ECR as one multi-architecture manifest list per tag";
+    meta.description = "Push both images to ECR, one multi-arch manifest list per tag";
   };
 }

@@ -24,7 +24,8 @@ let
     ];
   };
 
-  # Sources of the test run: the above plus the tests (absent until they are written).
+  # Sources of the test run: the above plus tests/ (maybeMissing: a checkout without
+  # tests/ still evaluates).
   testSrc = lib.fileset.toSource {
     root = ../.;
     fileset = lib.fileset.unions [
