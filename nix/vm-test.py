@@ -59,9 +59,9 @@ def upload(name, content_type):
     out = machine.succeed(
         f"curl -sf {auth} -F 'file=@{fixtures}/{name};type={content_type}' {api}/v1/documents"
     )
-    doc = json.loads(out)
-    print(f"uploaded {name}: {doc}")
-    return doc["id"]
+    accepted = json.loads(out)  # 202: {"document_id", "task_id", "status", "duplicate"}
+    print(f"uploaded {name}: {accepted}")
+    return accepted["document_id"]
 
 
 def wait_parsed(doc_id):
