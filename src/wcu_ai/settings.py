@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     docx_max_uncompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     doc_max_pdf_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     work_dir: Path | None = None
+    embedder: str | None = None
+    embedder_dimensions: int | None = Field(default=None, ge=1, le=16000)
 
     log_level: str = "INFO"
     log_format: str = "json"

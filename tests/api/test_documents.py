@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import API_KEY, Proc, free_port, wait_http, wcu_ai_command, with_database
+from tests.api.conftest import ServiceStack, service_stack
+from tests.conftest import missing_tools_or_fail
 from tests.factories import make_docx, make_garbage, make_pdf, make_zip_bomb
 
 pytestmark = pytest.mark.documents
@@ -23,81 +21,12 @@ pytestmark = pytest.mark.documents
 UPLOAD_LIMIT = 2 * 1024 * 1024
 
 
-@dataclass
-class Stack:
-    base: str
-    db_url: str
-    work_dir: Path
-    api: Proc
-    runner: Proc
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {API_KEY}"}
-
-    def upload(self, path: Path, *, name: str | None = None, field: str = "file") -> httpx.Response:
-        with path.open("rb") as f:
-            return httpx.post(
-                f"{self.base}/v1/documents",
-                headers=self.auth,
-                files={field: (name or path.name, f, "application/octet-stream")},
-                timeout=30,
-            )
-
-    def get(self, path: str, **params: Any) -> httpx.Response:
-        return httpx.get(f"{self.base}{path}", headers=self.auth, params=params, timeout=30)
-
-    def wait_document(self, document_id: str, timeout: float = 90) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            body = self.get(f"/v1/documents/{document_id}").json()
-            if body["status"] in ("parsed", "failed"):
-                return body
-            time.sleep(0.1)
-        raise AssertionError(
-            f"document {document_id} not done within {timeout}s: {body}\n{self.runner.output()}"
-        )
-
-
 @pytest.fixture(scope="module")
-def stack(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from tests.conftest import missing_tools_or_fail
-
+def stack(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
     missing_tools_or_fail()
-    name = f"wcu_docs_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    db_url = with_database(pg_server_url, name)
-    tmp = tmp_path_factory.mktemp("docs")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WCU_")}
-    env.update(
-        DATABASE_URL=db_url,
-        WCU_API_KEYS=API_KEY,
-        WCU_API_HOST="127.0.0.1",
-        WCU_API_PORT=str(port),
-        WCU_LOG_FORMAT="json",
-        WCU_RUNNER_POLL_SECONDS="0.5",
-        WCU_UPLOAD_MAX_BYTES=str(UPLOAD_LIMIT),
-        WCU_WORK_DIR=str(tmp / "work"),
-        WCU_TASK_RETRY_BASE_SECONDS="0",
-        HOME=str(tmp),
-    )
-    runner = Proc([*wcu_ai_command(), "runner"], env, tmp / "runner.log")
-    runner.wait_for("runner.leader", timeout=60)
-    api = Proc([*wcu_ai_command(), "api"], env, tmp / "api.log")
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health/ready")
-        yield Stack(f"http://127.0.0.1:{port}", db_url, tmp / "work", api, runner)
-    finally:
-        for proc in (api, runner):
-            proc.signal(signal.SIGTERM)
-        codes = [api.wait(), runner.wait()]
-        api.stop()
-        runner.stop()
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        assert codes == [0, 0]
+    env = {"WCU_UPLOAD_MAX_BYTES": str(UPLOAD_LIMIT), "WCU_TASK_RETRY_BASE_SECONDS": "0"}
+    with service_stack(pg_server_url, tmp_path_factory.mktemp("docs"), **env) as stack:
+        yield stack
 
 
 def unique(text: str) -> str:
@@ -105,7 +34,7 @@ def unique(text: str) -> str:
     return f"{text} Reference {uuid.uuid4().hex[:12]}."
 
 
-def test_a_pdf_round_trip_gives_pages_metadata_and_text(stack: Stack, tmp_path: Path) -> None:
+def test_a_pdf_round_trip_gives_pages_metadata_and_text(stack: ServiceStack, tmp_path: Path) -> None:
     pages = [
         unique("Quarterly revenue grew in the northern region."),
         unique("Glaciers retreat every summer."),
@@ -137,7 +66,7 @@ def test_a_pdf_round_trip_gives_pages_metadata_and_text(stack: Stack, tmp_path: 
     assert (task["status"], task["result"]["page_count"]) == ("succeeded", 3)
 
 
-def test_a_docx_round_trip_goes_through_libreoffice(stack: Stack, tmp_path: Path) -> None:
+def test_a_docx_round_trip_goes_through_libreoffice(stack: ServiceStack, tmp_path: Path) -> None:
     pages = [unique("Onboarding checklist for new engineers."), unique("Security training is mandatory.")]
     docx = make_docx(tmp_path / "handbook.docx", pages, title="Handbook")
     response = stack.upload(docx)
@@ -150,7 +79,7 @@ def test_a_docx_round_trip_goes_through_libreoffice(stack: Stack, tmp_path: Path
     assert [" ".join(p["text"].split()) for p in text["pages"]] == pages
 
 
-def test_search_finds_the_right_document_and_page(stack: Stack, tmp_path: Path) -> None:
+def test_search_finds_the_right_document_and_page(stack: ServiceStack, tmp_path: Path) -> None:
     marker = uuid.uuid4().hex[:8]
     pages = [f"Introduction to ledger {marker}.", f"The zeppelin {marker} hangar houses airships."]
     pdf_id = stack.upload(make_pdf(tmp_path / "a.pdf", pages)).json()["document_id"]
@@ -179,7 +108,7 @@ def test_search_finds_the_right_document_and_page(stack: Stack, tmp_path: Path) 
     ids=["encrypted-pdf", "truncated-pdf", "zip-bomb"],
 )
 def test_bad_documents_fail_with_a_reason_and_the_runner_stays_up(
-    stack: Stack, tmp_path: Path, make: Any, reason: str
+    stack: ServiceStack, tmp_path: Path, make: Any, reason: str
 ) -> None:
     response = stack.upload(make(tmp_path))
     assert response.status_code == 202, response.text
@@ -189,7 +118,7 @@ def test_bad_documents_fail_with_a_reason_and_the_runner_stays_up(
     task = stack.get(f"/v1/tasks/{response.json()['task_id']}").json()
     assert (task["status"], task["last_error"]) == ("failed", document["failure_reason"])
     assert stack.get(f"/v1/documents/{document['id']}/text").status_code == 409
-    assert stack.runner.popen.poll() is None
+    assert stack.runner is not None and stack.runner.popen.poll() is None
 
 
 def _truncated(path: Path) -> Path:
@@ -198,7 +127,7 @@ def _truncated(path: Path) -> Path:
     return path
 
 
-def test_unsupported_empty_and_oversized_uploads_are_refused(stack: Stack, tmp_path: Path) -> None:
+def test_unsupported_empty_and_oversized_uploads_are_refused(stack: ServiceStack, tmp_path: Path) -> None:
     garbage = stack.upload(make_garbage(tmp_path / "report.docx"))
     assert garbage.status_code == 415
     assert "PDF or a DOCX" in garbage.json()["detail"]
@@ -233,7 +162,7 @@ def test_unsupported_empty_and_oversized_uploads_are_refused(stack: Stack, tmp_p
     assert all(size < UPLOAD_LIMIT for (size,) in sizes)
 
 
-def test_a_duplicate_upload_is_reported_not_parsed_twice(stack: Stack, tmp_path: Path) -> None:
+def test_a_duplicate_upload_is_reported_not_parsed_twice(stack: ServiceStack, tmp_path: Path) -> None:
     pdf = make_pdf(tmp_path / "dup.pdf", [unique("Same bytes twice")])
     first = stack.upload(pdf).json()
     second = stack.upload(pdf, name="renamed.pdf")
@@ -251,7 +180,7 @@ def test_a_duplicate_upload_is_reported_not_parsed_twice(stack: Stack, tmp_path:
     assert count == (1,)
 
 
-def test_delete_removes_the_document_and_everything_derived(stack: Stack, tmp_path: Path) -> None:
+def test_delete_removes_the_document_and_everything_derived(stack: ServiceStack, tmp_path: Path) -> None:
     marker = uuid.uuid4().hex[:8]
     document_id = stack.upload(make_pdf(tmp_path / "gone.pdf", [f"Ephemeral {marker} words."])).json()[
         "document_id"
@@ -271,7 +200,7 @@ def test_delete_removes_the_document_and_everything_derived(stack: Stack, tmp_pa
             assert count == (0,), table
 
 
-def test_list_pages_through_documents(stack: Stack, tmp_path: Path) -> None:
+def test_list_pages_through_documents(stack: ServiceStack, tmp_path: Path) -> None:
     for i in range(3):
         stack.upload(make_pdf(tmp_path / f"l{i}.pdf", [unique(f"Listing {i}")]))
     seen, cursor = [], None
@@ -285,13 +214,13 @@ def test_list_pages_through_documents(stack: Stack, tmp_path: Path) -> None:
     assert stack.get("/v1/documents", status="exploded").status_code == 422
 
 
-def test_documents_need_an_api_key(stack: Stack, tmp_path: Path) -> None:
+def test_documents_need_an_api_key(stack: ServiceStack, tmp_path: Path) -> None:
     pdf = make_pdf(tmp_path / "anon.pdf", [unique("anonymous")])
     with pdf.open("rb") as f:
         assert httpx.post(f"{stack.base}/v1/documents", files={"file": f}).status_code == 401
     assert httpx.get(f"{stack.base}/v1/search", params={"q": "x"}).status_code == 401
 
 
-def test_no_temporary_files_are_left_behind(stack: Stack) -> None:
+def test_no_temporary_files_are_left_behind(stack: ServiceStack) -> None:
     leftovers = [p for p in stack.work_dir.rglob("*") if p.is_file() and "office-slot" not in str(p)]
     assert leftovers == []

@@ -2,59 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
-from tests.conftest import API_KEY, Proc, free_port, insert_task, wait_http, wcu_ai_command, with_database
-from wcu_ai.migrations import MigrationTool
-from wcu_ai.settings import Settings
-
-
-@dataclass
-class Stack:
-    base: str
-    db_url: str
-    api: Proc
-
-    def get(self, path: str, *, key: str | None = API_KEY, **params: object) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.get(f"{self.base}{path}", headers=headers, params=params, timeout=10)  # type: ignore[arg-type]
+from tests.api.conftest import ServiceStack, service_stack
+from tests.conftest import API_KEY, insert_task
 
 
 @pytest.fixture(scope="module")
-def stack(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    name = f"wcu_api_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    db_url = with_database(pg_server_url, name)
-    MigrationTool(Settings(DATABASE_URL=db_url)).run_up()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WCU_")}
-    env.update(
-        DATABASE_URL=db_url,
-        WCU_API_KEYS=f"other-key-0123456789,{API_KEY}",
-        WCU_API_HOST="127.0.0.1",
-        WCU_API_PORT=str(port),
-        WCU_LOG_FORMAT="json",
-    )
-    api = Proc([*wcu_ai_command(), "api"], env, Path(tmp_path_factory.mktemp("api")) / "api.log")
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health/ready")
-        yield Stack(f"http://127.0.0.1:{port}", db_url, api)
-    finally:
-        api.signal(signal.SIGTERM)
-        api.wait()
-        api.stop()
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def stack(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    keys = f"other-key-0123456789,{API_KEY}"
+    with service_stack(
+        pg_server_url, tmp_path_factory.mktemp("api"), runner=False, WCU_API_KEYS=keys
+    ) as stack:
+        yield stack
 
 
 @pytest.mark.parametrize(
@@ -65,26 +29,26 @@ def stack(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         ({"Authorization": "Bearer wrong-key-0123456789"}, "invalid API key"),
     ],
 )
-def test_v1_needs_a_valid_bearer_key(stack: Stack, headers: dict[str, str], detail: str) -> None:
+def test_v1_needs_a_valid_bearer_key(stack: ServiceStack, headers: dict[str, str], detail: str) -> None:
     response = httpx.get(f"{stack.base}/v1/tasks", headers=headers)
     assert response.status_code == 401
     assert response.json() == {"detail": detail}
     assert response.headers["www-authenticate"] == "Bearer"
 
 
-def test_every_configured_key_is_accepted(stack: Stack) -> None:
+def test_every_configured_key_is_accepted(stack: ServiceStack) -> None:
     assert stack.get("/v1/tasks", key="other-key-0123456789").status_code == 200
     assert stack.get("/v1/tasks").status_code == 200
 
 
-def test_get_task_returns_its_state(stack: Stack) -> None:
+def test_get_task_returns_its_state(stack: ServiceStack) -> None:
     task_id = insert_task(stack.db_url, "noop", {"a": 1})
     body = stack.get(f"/v1/tasks/{task_id}").json()
     assert (body["id"], body["task_type"], body["status"], body["attempts"]) == (task_id, "noop", "queued", 0)
     assert "payload" not in body and "locked_by" not in body
 
 
-def test_unknown_and_malformed_task_ids(stack: Stack) -> None:
+def test_unknown_and_malformed_task_ids(stack: ServiceStack) -> None:
     missing = uuid.uuid4()
     response = stack.get(f"/v1/tasks/{missing}")
     assert response.status_code == 404
@@ -92,7 +56,7 @@ def test_unknown_and_malformed_task_ids(stack: Stack) -> None:
     assert stack.get("/v1/tasks/not-a-uuid").status_code == 422
 
 
-def test_list_filters_and_pages(stack: Stack) -> None:
+def test_list_filters_and_pages(stack: ServiceStack) -> None:
     kind = f"kind_{uuid.uuid4().hex[:6]}"
     ids = {insert_task(stack.db_url, kind, {"i": i}) for i in range(5)}
     seen: list[str] = []
@@ -120,19 +84,19 @@ def test_list_filters_and_pages(stack: Stack) -> None:
         {"cursor": "%%%"},
     ],
 )
-def test_bad_query_parameters_are_422_with_a_message(stack: Stack, params: dict[str, object]) -> None:
+def test_bad_query_parameters_are_422_with_a_message(stack: ServiceStack, params: dict[str, object]) -> None:
     response = stack.get("/v1/tasks", **params)
     assert response.status_code == 422
     assert response.json()["detail"]
 
 
-def test_openapi_is_published_without_a_key(stack: Stack) -> None:
+def test_openapi_is_published_without_a_key(stack: ServiceStack) -> None:
     assert httpx.get(f"{stack.base}/docs").status_code == 200
     spec = httpx.get(f"{stack.base}/openapi.json").json()
     assert {"/health", "/health/ready", "/v1/tasks", "/v1/tasks/{task_id}"} <= set(spec["paths"])
 
 
-def test_requests_are_logged_as_json_with_their_request_id_and_no_keys(stack: Stack) -> None:
+def test_requests_are_logged_as_json_with_their_request_id_and_no_keys(stack: ServiceStack) -> None:
     response = httpx.get(
         f"{stack.base}/v1/tasks", headers={"Authorization": f"Bearer {API_KEY}", "X-Request-ID": "req-42"}
     )

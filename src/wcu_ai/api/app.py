@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -18,8 +18,12 @@ from wcu_ai import __version__
 from wcu_ai.api.deps import require_api_key
 from wcu_ai.api.routes import documents, health, search, tasks
 from wcu_ai.database import open_pool
+from wcu_ai.embeddings import build_embedder
 from wcu_ai.errors import DatabaseUnavailableError, DocumentError, WcuError
 from wcu_ai.settings import Settings
+
+if TYPE_CHECKING:
+    from agno.knowledge.embedder.base import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +33,7 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("req
 class AppState(TypedDict):
     settings: Settings
     pool: AsyncConnectionPool
+    embedder: Embedder | None
 
 
 class RequestIdFilter(logging.Filter):
@@ -42,12 +47,15 @@ class RequestIdFilter(logging.Filter):
 
 
 def create_app(settings: Settings) -> FastAPI:
+    # Built before serving: a misconfigured embedder stops start-up with a ConfigError.
+    embedder = build_embedder(settings.embedder, settings.embedder_dimensions)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         # wait=False: the API starts (and /health answers) while the database is still coming up.
         async with open_pool(settings, wait=False) as pool:
             logger.info("api ready to serve", extra={"action": "api.started", "port": settings.api_port})
-            yield {"settings": settings, "pool": pool}
+            yield {"settings": settings, "pool": pool, "embedder": embedder}
         logger.info("api stopped; database pool closed", extra={"action": "api.stopped"})
 
     app = FastAPI(

@@ -10,17 +10,21 @@ import asyncio
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from wcu_ai.documents import store
 from wcu_ai.documents.office import OfficeConverter
 from wcu_ai.documents.parse import DocumentLimits, parse_document
 from wcu_ai.documents.process import missing_tools
+from wcu_ai.embeddings import embed_texts
 from wcu_ai.errors import PermanentTaskError
 from wcu_ai.settings import Settings
 from wcu_ai.tasks.model import Task, error_text
 from wcu_ai.tasks.registry import TaskContext
+
+if TYPE_CHECKING:
+    from agno.knowledge.embedder.base import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +36,11 @@ def work_dir(settings: Settings) -> Path:
 class DocumentParser:
     """Holds one LibreOffice profile per worker slot for the runner's lifetime."""
 
-    def __init__(self, settings: Settings, blobs: store.BlobStore | None = None) -> None:
+    def __init__(
+        self, settings: Settings, blobs: store.BlobStore | None = None, embedder: Embedder | None = None
+    ) -> None:
         self.settings = settings
+        self.embedder = embedder
         self.blobs = blobs or store.PostgresBlobStore()
         self.limits = DocumentLimits.from_settings(settings)
         self.work_dir = work_dir(settings)
@@ -94,10 +101,16 @@ class DocumentParser:
             )
             raise
 
+        embeddings = None
+        if self.embedder is not None and parsed.chunks:
+            # A failing embedder (network, quota) fails the attempt; the task is retried.
+            embeddings = await embed_texts(self.embedder, [c.text for c in parsed.chunks])
         async with ctx.pool.connection() as conn, conn.transaction():
             if await store.lock_for_parsing(conn, document_id) is None:
                 return {"document_id": str(document_id), "skipped": "the document was deleted while parsing"}
-            await store.save_parsed(conn, document_id, parsed)
+            await store.save_parsed(
+                conn, document_id, parsed, embeddings=embeddings, embedding_model=self.settings.embedder
+            )
         return {
             "document_id": str(document_id),
             "kind": parsed.kind,

@@ -12,6 +12,7 @@ import uuid
 from wcu_ai.database import open_pool
 from wcu_ai.documents.handlers import DocumentParser
 from wcu_ai.documents.store import PARSE_TASK
+from wcu_ai.embeddings import build_embedder
 from wcu_ai.settings import Settings
 from wcu_ai.task_runner.initialize import initialize_database
 from wcu_ai.task_runner.leader import Leadership
@@ -26,7 +27,9 @@ def build_registry(settings: Settings) -> tuple[TaskRegistry, contextlib.AsyncEx
     """Every task type this runner works, and the resources their handlers hold open."""
     registry = diagnostic_registry()
     resources = contextlib.AsyncExitStack()
-    parser = DocumentParser(settings)
+    parser = DocumentParser(
+        settings, embedder=build_embedder(settings.embedder, settings.embedder_dimensions)
+    )
     parser.report_tools()
     registry.register(PARSE_TASK, parser.handle)
     resources.callback(parser.close)
