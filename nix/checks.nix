@@ -102,8 +102,7 @@ in
       # `wcu-ai dev` on its embedded PostgreSQL (pgserver) is a developer convenience
       # that no image contains; pgserver is not in this environment (no linux-aarch64
       # wheel) and the sandbox has no /tmp for its socket. .ci/run runs that test.
-      pytest -p no:cacheprovider \
-        --deselect tests/test_devstack.py::test_dev_runs_the_stack_on_an_embedded_database_and_stops_on_ctrl_c
+      pytest -p no:cacheprovider -m "not embedded_postgres"
       runHook postCheck
     '';
 

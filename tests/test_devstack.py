@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from tests.conftest import free_port, wait_http, wcu_ai_command
 
@@ -25,6 +26,7 @@ SEVEN_TABLES = {
 }
 
 
+@pytest.mark.embedded_postgres
 def test_dev_runs_the_stack_on_an_embedded_database_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WCU_") and k != "DATABASE_URL"}
     port = free_port()
