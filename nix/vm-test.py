@@ -31,10 +31,7 @@ with subtest("load both images"):
     )
 
 with subtest("runner first: Agno tables, then migrations"):
-    machine.succeed(
-        "docker run -d --name runner --network=host "
-        f"-e DATABASE_URL={database_url} {runner_ref}"
-    )
+    machine.succeed(f"docker run -d --name runner --network=host -e DATABASE_URL={database_url} {runner_ref}")
     machine.wait_until_succeeds(
         "runuser -u postgres -- psql -d wcu -tAc "
         "\"SELECT 1 FROM information_schema.tables WHERE table_name = 'ai_migrations'\" | grep -q 1",
