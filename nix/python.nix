@@ -14,14 +14,15 @@
 let
   # Only what the build backend (hatchling) reads: the .dockerignore of the seed.
   # Everything else in the repository (docs, CI, nix/) cannot change the Python build.
+  buildFiles = lib.fileset.unions [
+    ../src
+    ../pyproject.toml
+    ../uv.lock
+    ../README.md
+  ];
   src = lib.fileset.toSource {
     root = ../.;
-    fileset = lib.fileset.unions [
-      ../src
-      ../pyproject.toml
-      ../uv.lock
-      ../README.md
-    ];
+    fileset = buildFiles;
   };
 
   # Sources of the test run: the above plus tests/ (maybeMissing: a checkout without
@@ -29,10 +30,7 @@ let
   testSrc = lib.fileset.toSource {
     root = ../.;
     fileset = lib.fileset.unions [
-      ../src
-      ../pyproject.toml
-      ../uv.lock
-      ../README.md
+      buildFiles
       (lib.fileset.maybeMissing ../tests)
     ];
   };
