@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +23,11 @@ def _pages_of(pdf: Path) -> tuple[str, ...]:
     return asyncio.run(read_pdf(pdf, max_pages=1000, timeout=30)).pages
 
 
-def test_docx_round_trip(tmp_path: Path, converter: OfficeConverter) -> None:
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_docx_round_trip(tmp_path: Path, office_dir: Path, warm: bool) -> None:
     src = make_docx(tmp_path / "in.docx", ["Alpha page", "Beta page", "Gamma page"], title="T")
-    pdf = asyncio.run(converter.convert_to_pdf(src, tmp_path / "out", timeout=60))
+    with OfficeConverter(0, office_dir, warm=warm) as converter:
+        pdf = asyncio.run(converter.convert_to_pdf(src, tmp_path / "out", timeout=60))
     assert pdf == (tmp_path / "out" / "in.pdf").resolve()
     assert pdf.read_bytes().startswith(b"%PDF-")
     assert _pages_of(pdf) == ("Alpha page", "Beta page", "Gamma page")
@@ -79,25 +83,84 @@ def test_one_slot_serialises_its_conversions(tmp_path: Path, converter: OfficeCo
     assert [_pages_of(pdf) for pdf in pdfs] == [("Same slot 0",), ("Same slot 1",)]
 
 
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
 def test_timeout_kills_soffice_and_leaves_no_files(
     tmp_path: Path,
-    converter: OfficeConverter,
+    office_dir: Path,
     processes_mentioning: Callable[[str], list[int]],
+    warm: bool,
 ) -> None:
-    long_text = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 40
-    src = make_docx(tmp_path / "long.docx", [long_text] * 150)
-    out = tmp_path / "out"
-    with pytest.raises(DocumentTimeoutError, match="WCU_DOC_TIMEOUT_SECONDS"):
-        asyncio.run(converter.convert_to_pdf(src, out, timeout=0.4))
-    assert processes_mentioning(str(converter.slot_dir)) == []
-    assert list(out.iterdir()) == []
-    # No scratch left in the slot; the profile a killed soffice may have damaged is gone.
-    assert sorted(p.name for p in converter.slot_dir.iterdir()) == ["home"]
+    converter = OfficeConverter(0, office_dir, warm=warm)
+    try:
+        out = tmp_path / "out"
+        small = make_docx(tmp_path / "small.docx", ["still works"])
+        asyncio.run(converter.convert_to_pdf(small, out, timeout=60))
+        assert converter.is_warm is warm
 
-    small = make_docx(tmp_path / "after.docx", ["still works"])
-    pdf = asyncio.run(converter.convert_to_pdf(small, out, timeout=60))
-    assert _pages_of(pdf) == ("still works",)
+        # About 0.7 s for a warm LibreOffice on the CI machine, 1.5 s cold.
+        long_text = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 40
+        src = make_docx(tmp_path / "long.docx", [long_text] * 400)
+        with pytest.raises(DocumentTimeoutError, match="WCU_DOC_TIMEOUT_SECONDS"):
+            asyncio.run(converter.convert_to_pdf(src, out, timeout=0.25))
+        assert processes_mentioning(str(converter.slot_dir)) == []
+        assert sorted(p.name for p in out.iterdir()) == ["small.pdf"]
+        # No scratch left in the slot; the profile a killed soffice may have damaged is gone.
+        assert sorted(p.name for p in converter.slot_dir.iterdir()) == ["home"]
+        assert not Path("/tmp", converter.pipe_name).exists()
+
+        pdf = asyncio.run(converter.convert_to_pdf(small, out, timeout=60))
+        assert _pages_of(pdf) == ("still works",)
+    finally:
+        converter.close()
     assert processes_mentioning(str(converter.slot_dir)) == []
+    assert not converter.slot_dir.exists()
+    assert not Path("/tmp", converter.pipe_name).exists()
+
+
+def test_warm_instance_serves_successive_conversions(
+    tmp_path: Path, converter: OfficeConverter, processes_mentioning: Callable[[str], list[int]]
+) -> None:
+    docs = [make_docx(tmp_path / f"w{n}.docx", [f"Warm {n}"]) for n in range(3)]
+    asyncio.run(converter.convert_to_pdf(docs[0], tmp_path / "out", timeout=60))
+    assert converter.is_warm
+    warm_pids = processes_mentioning(str(converter.slot_dir))
+    for doc in docs[1:]:
+        pdf = asyncio.run(converter.convert_to_pdf(doc, tmp_path / "out", timeout=60))
+        assert _pages_of(pdf) == (f"Warm {doc.stem[1:]}",)
+    assert processes_mentioning(str(converter.slot_dir)) == warm_pids
+
+
+def test_dead_warm_instance_is_replaced(
+    tmp_path: Path, converter: OfficeConverter, processes_mentioning: Callable[[str], list[int]]
+) -> None:
+    doc = make_docx(tmp_path / "a.docx", ["Phoenix"])
+    asyncio.run(converter.convert_to_pdf(doc, tmp_path / "out", timeout=60))
+    for pid in processes_mentioning(str(converter.slot_dir)):
+        os.kill(pid, signal.SIGKILL)  # as if LibreOffice crashed between two documents
+    pdf = asyncio.run(converter.convert_to_pdf(doc, tmp_path / "out", timeout=60))
+    assert _pages_of(pdf) == ("Phoenix",)
+    assert converter.is_warm
+
+
+def test_warm_start_failure_falls_back_to_cold(tmp_path: Path, office_dir: Path) -> None:
+    with OfficeConverter(0, office_dir, start_timeout=0) as converter:
+        for n in range(3):
+            doc = make_docx(tmp_path / f"c{n}.docx", [f"Cold {n}"])
+            pdf = asyncio.run(converter.convert_to_pdf(doc, tmp_path / "out", timeout=60))
+            assert _pages_of(pdf) == (f"Cold {n}",)
+            assert not converter.is_warm
+
+
+def test_recycles_the_warm_instance(
+    tmp_path: Path, office_dir: Path, processes_mentioning: Callable[[str], list[int]]
+) -> None:
+    with OfficeConverter(0, office_dir, recycle_after=2) as converter:
+        doc = make_docx(tmp_path / "r.docx", ["Recycled"])
+        asyncio.run(converter.convert_to_pdf(doc, tmp_path / "out", timeout=60))
+        assert converter.is_warm
+        asyncio.run(converter.convert_to_pdf(doc, tmp_path / "out", timeout=60))
+        assert not converter.is_warm
+        assert processes_mentioning(str(converter.slot_dir)) == []
 
 
 def test_cancellation_kills_soffice(
