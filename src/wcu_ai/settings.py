@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     work_dir: Path | None = None
     embedder: str | None = None
     embedder_dimensions: int | None = Field(default=None, ge=1, le=16000)
+    agent_model: str | None = None
+    agent_history_runs: int = Field(default=5, ge=0, le=100)
+    agent_search_limit: int = Field(default=5, ge=1, le=50)
+    agent_metrics_delay_seconds: float = Field(default=60.0, ge=0)
 
     log_level: str = "INFO"
     log_format: str = "json"

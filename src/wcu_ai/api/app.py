@@ -15,8 +15,10 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from wcu_ai import __version__
+from wcu_ai.agents.catalog import open_agents
+from wcu_ai.agents.model import build_model
 from wcu_ai.api.deps import require_api_key
-from wcu_ai.api.routes import documents, health, search, tasks
+from wcu_ai.api.routes import agents, documents, health, search, tasks
 from wcu_ai.database import open_pool
 from wcu_ai.embeddings import build_embedder
 from wcu_ai.errors import DatabaseUnavailableError, DocumentError, WcuError
@@ -24,6 +26,8 @@ from wcu_ai.settings import Settings
 
 if TYPE_CHECKING:
     from agno.knowledge.embedder.base import Embedder
+
+    from wcu_ai.agents.catalog import AgentCatalog
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ class AppState(TypedDict):
     settings: Settings
     pool: AsyncConnectionPool
     embedder: Embedder | None
+    agents: AgentCatalog | None
 
 
 class RequestIdFilter(logging.Filter):
@@ -49,13 +54,21 @@ class RequestIdFilter(logging.Filter):
 def create_app(settings: Settings) -> FastAPI:
     # Built before serving: a misconfigured embedder stops start-up with a ConfigError.
     embedder = build_embedder(settings.embedder, settings.embedder_dimensions)
+    # Likewise the agents' model; without one the agent routes answer 503.
+    model = build_model(settings.agent_model)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         # wait=False: the API starts (and /health answers) while the database is still coming up.
-        async with open_pool(settings, wait=False) as pool:
-            logger.info("api ready to serve", extra={"action": "api.started", "port": settings.api_port})
-            yield {"settings": settings, "pool": pool, "embedder": embedder}
+        async with (
+            open_pool(settings, wait=False) as pool,
+            open_agents(settings, model, pool, embedder) as catalog,
+        ):
+            logger.info(
+                "api ready to serve",
+                extra={"action": "api.started", "port": settings.api_port, "agents": catalog is not None},
+            )
+            yield {"settings": settings, "pool": pool, "embedder": embedder, "agents": catalog}
         logger.info("api stopped; database pool closed", extra={"action": "api.stopped"})
 
     app = FastAPI(
@@ -66,7 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.include_router(health.router)
-    for router in (tasks.router, documents.router, search.router):
+    for router in (tasks.router, documents.router, search.router, agents.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
 
     for handler in logging.getLogger().handlers:

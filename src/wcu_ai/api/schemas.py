@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from wcu_ai.tasks.model import Task, TaskStatus
 
@@ -96,3 +96,72 @@ class SearchResults(BaseModel):
     query: str
     mode: str
     results: list[SearchHit]
+
+
+class AgentPublic(BaseModel):
+    id: str
+    name: str
+    description: str
+    model: str
+
+
+class AgentList(BaseModel):
+    items: list[AgentPublic]
+
+
+class AgentRunRequest(BaseModel):
+    message: str = Field(min_length=1, max_length=32000)
+    user_id: str = Field(min_length=1, max_length=200)
+    session_id: str | None = Field(default=None, min_length=1, max_length=200, description="new when absent")
+    stream: bool = Field(default=False, description="answer as server-sent events")
+
+
+class CitationPublic(BaseModel):
+    document_id: UUID
+    page: int
+
+
+class AgentRunResult(BaseModel):
+    session_id: str
+    run_id: str | None
+    reply: str
+    citations: list[CitationPublic]
+
+
+class AgentSessionPublic(BaseModel):
+    session_id: str
+    agent_id: str | None
+    user_id: str | None
+    title: str
+    runs: int
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class AgentSessionPage(BaseModel):
+    items: list[AgentSessionPublic]
+
+
+class AgentTurn(BaseModel):
+    run_id: str | None
+    created_at: datetime
+    message: str
+    reply: str
+    citations: list[CitationPublic]
+
+
+class AgentSessionHistory(AgentSessionPublic):
+    turns: list[AgentTurn]
+
+
+class UserMemoryPublic(BaseModel):
+    memory_id: str | None
+    memory: str
+    topics: list[str]
+    agent_id: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class UserMemoryPage(BaseModel):
+    items: list[UserMemoryPublic]

@@ -9,6 +9,7 @@ import os
 import socket
 import uuid
 
+from wcu_ai.agents.metrics import METRICS_TASK, calculate_agent_metrics
 from wcu_ai.database import open_pool
 from wcu_ai.documents.handlers import DocumentParser
 from wcu_ai.documents.store import PARSE_TASK
@@ -33,6 +34,7 @@ def build_registry(settings: Settings) -> tuple[TaskRegistry, contextlib.AsyncEx
     parser.report_tools()
     registry.register(PARSE_TASK, parser.handle)
     resources.callback(parser.close)
+    registry.register(METRICS_TASK, calculate_agent_metrics)
     return registry, resources
 
 
