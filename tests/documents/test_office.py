@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -137,9 +138,26 @@ def test_dead_warm_instance_is_replaced(
     asyncio.run(converter.convert_to_pdf(doc, tmp_path / "out", timeout=60))
     for pid in processes_mentioning(str(converter.slot_dir)):
         os.kill(pid, signal.SIGKILL)  # as if LibreOffice crashed between two documents
+    for _ in range(500):
+        if not processes_mentioning(str(converter.slot_dir)):
+            break
+        time.sleep(0.01)
     pdf = asyncio.run(converter.convert_to_pdf(doc, tmp_path / "out", timeout=60))
     assert _pages_of(pdf) == ("Phoenix",)
     assert converter.is_warm
+
+
+def test_warm_instance_dying_mid_conversion_is_retried(
+    tmp_path: Path, converter: OfficeConverter, processes_mentioning: Callable[[str], list[int]]
+) -> None:
+    doc = make_docx(tmp_path / "a.docx", ["Retried"])
+    asyncio.run(converter.convert_to_pdf(doc, tmp_path / "out", timeout=60))
+    # Killed just as the next conversion starts: whatever LibreOffice then does with the
+    # request, the document is converted, by a retry on a new instance if need be.
+    for pid in processes_mentioning(str(converter.slot_dir)):
+        os.kill(pid, signal.SIGKILL)
+    pdf = asyncio.run(converter.convert_to_pdf(doc, tmp_path / "out", timeout=60))
+    assert _pages_of(pdf) == ("Retried",)
 
 
 def test_warm_start_failure_falls_back_to_cold(tmp_path: Path, office_dir: Path) -> None:

@@ -15,6 +15,7 @@ from wcu_ai.errors import (
     DocumentLimitError,
     DocumentTimeoutError,
     EncryptedDocumentError,
+    ToolMissingError,
 )
 from wcu_ai.settings import Settings
 
@@ -190,3 +191,27 @@ def test_limits_from_settings() -> None:
         max_pdf_bytes=2000,
         max_input_bytes=3000,
     )
+
+
+def test_missing_poppler_is_a_tool_missing_error(
+    tmp_path: Path, work_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = make_pdf(tmp_path / "a.pdf", ["x"])
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(ToolMissingError, match="pdfinfo is not on PATH"):
+        _parse(path, work_dir)
+    assert list(work_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_missing_libreoffice_is_a_tool_missing_error(
+    tmp_path: Path, work_dir: Path, monkeypatch: pytest.MonkeyPatch, warm: bool
+) -> None:
+    path = make_docx(tmp_path / "a.docx", ["x"])
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with (
+        OfficeConverter(0, tmp_path / "office", warm=warm) as converter,
+        pytest.raises(ToolMissingError, match="soffice is not on PATH"),
+    ):
+        _parse(path, work_dir, converter)
+    assert list(work_dir.iterdir()) == []

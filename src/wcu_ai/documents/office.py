@@ -136,28 +136,38 @@ class OfficeConverter:
         target = out_dir / f"{src.stem}.pdf"
         async with self._lock:
             deadline = time.monotonic() + timeout
-            target.unlink(missing_ok=True)
-            try:
-                if self.warm:
-                    await self._ensure_server(deadline)
-                log_offset = self._server_log_size()
-                result = await self._convert(src, target, deadline)
-            except ToolTimeoutError as exc:
-                self._stop_server()
-                self._remove_pipe()
-                shutil.rmtree(self.profile_dir, ignore_errors=True)
-                target.unlink(missing_ok=True)  # the killed instance may have begun writing it
-                raise _timeout_error(exc.timeout) from exc
-            except BaseException:
-                # Cancelled, or soffice failed: the warm instance may still be busy with this one.
-                self._stop_server()
-                self._remove_pipe()
+            for attempt in (1, 2):
                 target.unlink(missing_ok=True)
-                raise
-            said = _soffice_error(
-                result.stderr_text + result.stdout_text + self._server_log_since(log_offset)
-            )
-            self._after_conversion()
+                try:
+                    if self.warm:
+                        await self._ensure_server(deadline)
+                    server = self._server
+                    log_offset = self._server_log_size()
+                    result = await self._convert(src, target, deadline)
+                except ToolTimeoutError as exc:
+                    self._stop_server()
+                    self._remove_pipe()
+                    shutil.rmtree(self.profile_dir, ignore_errors=True)
+                    target.unlink(missing_ok=True)  # the killed instance may have begun writing it
+                    raise _timeout_error(exc.timeout) from exc
+                except BaseException:
+                    # Cancelled, or soffice failed: the warm instance may still be busy with this one.
+                    self._stop_server()
+                    self._remove_pipe()
+                    target.unlink(missing_ok=True)
+                    raise
+                said = _soffice_error(
+                    result.stderr_text + result.stdout_text + self._server_log_since(log_offset)
+                )
+                died = self._after_conversion()
+                # A warm instance that died under this conversion says nothing about the
+                # document (it may have been killed for memory): try once more with a new one.
+                if _is_pdf(target) or server is None or not died or attempt == 2:
+                    break
+                logger.warning(
+                    "warm LibreOffice died during a conversion; retrying once",
+                    extra={"action": "office_server_died", "slot": self.slot},
+                )
         if not _is_pdf(target):
             target.unlink(missing_ok=True)
             raise DocumentError(
@@ -309,13 +319,18 @@ class OfficeConverter:
                 if exc.returncode != _EXIT_RESTART_REQUESTED:
                     raise
 
-    def _after_conversion(self) -> None:
+    def _after_conversion(self) -> bool:
+        """Count a conversion on the warm instance; True when that instance has died."""
         if self._server is None:
-            return
+            return False
         self._server_conversions += 1
-        if self._server.poll() is not None or self._server_conversions >= self.recycle_after:
+        died = self._server.poll() is not None
+        if died or self._server_conversions >= self.recycle_after:
             self._stop_server()
             self._remove_pipe()
+        if died:
+            shutil.rmtree(self.profile_dir, ignore_errors=True)  # it may have left a lock there
+        return died
 
     def _stop_server(self) -> None:
         server, self._server = self._server, None
