@@ -136,7 +136,7 @@ class AgentCatalog:
             db=self.db,
             tools=[self.search.tool()],
             instructions=ASSISTANT_INSTRUCTIONS,
-            add_history_to_context=True,
+            add_history_to_context=self.settings.agent_history_runs > 0,
             num_history_runs=self.settings.agent_history_runs,
             # The model decides when to store a memory (a tool), instead of a second model call
             # after every run; stored memories are added to the system message.
@@ -188,7 +188,7 @@ class AgentCatalog:
         agent = self.build(agent_id)
         output = await agent.arun(message, user_id=user_id, session_id=session_id)
         if output.status == RunStatus.error:
-            # The content is the provider's error text: no prompt in it, logged without it anyway.
+            # output.content is the provider's error text: neither logged nor answered (it may quote the request).
             logger.warning(
                 "agent run failed",
                 extra={"action": "agents.run_failed", "agent": agent_id, "run": output.run_id},
