@@ -70,9 +70,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         return serve(settings)
     if args.command == "runner":
+        settings.require_database_url()
+        if os.getpid() == 1:
+            from wcu_ai.task_runner.reaper import run_as_init
+
+            return run_as_init([sys.executable, "-m", "wcu_ai", "runner"])
         from wcu_ai.task_runner.main import run_runner
 
-        settings.require_database_url()
         return asyncio.run(run_runner(settings))
     if args.command == "migrate":
         return _migrate(args, settings)
