@@ -222,15 +222,27 @@ def wait_task(db_url: str, task_id: str, status: str, timeout: float = 30.0) -> 
     return row
 
 
+def skip_or_fail(message: str) -> None:
+    """A missing system tool: a skip on a developer machine, a failure in CI (CI=true)."""
+    if tools_required():
+        pytest.fail(f"CI requires it: {message}")
+    pytest.skip(message)
+
+
 def missing_tools_or_fail() -> None:
-    """LibreOffice and poppler: a skip on a developer machine, a failure in CI."""
+    """LibreOffice and poppler must be on PATH."""
     from wcu_ai.documents.process import missing_tools
 
     missing = missing_tools()
     if missing:
-        message = (
-            f"not on PATH: {', '.join(missing)} (apt-get install libreoffice-writer-nogui poppler-utils)"
+        skip_or_fail(
+            f"not on PATH: {', '.join(missing)} (apt-get install libreoffice-writer-nogui poppler-utils; "
+            "the runner image has them)"
         )
-        if tools_required():
-            pytest.fail(message)
-        pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _document_tools(request: pytest.FixtureRequest) -> None:
+    """Every test marked `documents` needs the document tools."""
+    if request.node.get_closest_marker("documents") is not None:
+        missing_tools_or_fail()

@@ -1,36 +1,18 @@
-"""Fixtures for the document tests: the tools check, converters, and process inspection.
+"""Fixtures for the document tests: converters and process inspection.
 
-Tests marked `documents` need LibreOffice and poppler on PATH: without them they are skipped on
-a developer machine but FAIL when CI=true, so CI can never go green by skipping them. The
-document factories live in tests/factories.py (shared with the API tests).
+Tests marked `documents` need LibreOffice and poppler on PATH; tests/conftest.py skips them on a
+developer machine without the tools and fails them when CI=true. The document factories live in
+tests/factories.py (shared with the API tests).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from wcu_ai.documents.office import OfficeConverter
-from wcu_ai.documents.process import missing_tools
-
-TOOLS_HINT = "apt-get install libreoffice-writer-nogui poppler-utils (the runner image has them)"
-
-
-@pytest.fixture(autouse=True)
-def documents_tools(request: pytest.FixtureRequest) -> None:
-    """Skip (locally) or fail (CI=true) a `documents` test when a tool is missing."""
-    if request.node.get_closest_marker("documents") is None:
-        return
-    missing = missing_tools()
-    if not missing:
-        return
-    message = f"not on PATH: {', '.join(missing)}; {TOOLS_HINT}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI requires the document tools: {message}")
-    pytest.skip(message)
 
 
 @pytest.fixture

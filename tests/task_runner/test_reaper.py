@@ -13,7 +13,7 @@ from typing import IO
 
 import pytest
 
-from tests.conftest import tools_required, wcu_ai_command
+from tests.conftest import skip_or_fail, wcu_ai_command
 
 pytestmark = pytest.mark.pid_namespace
 
@@ -27,10 +27,7 @@ ORPHAN_MAKER = (
 def unshare() -> str:
     path = shutil.which("unshare")
     if path is None or subprocess.run([path, "--pid", "--fork", "true"], check=False).returncode != 0:
-        message = "needs unshare (util-linux) and permission to create a PID namespace (root)"
-        if tools_required():
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("needs unshare (util-linux) and permission to create a PID namespace (root)")
     return path
 
 
