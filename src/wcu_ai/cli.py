@@ -51,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = load_settings()
         from wcu_ai.logconfig import configure_logging
 
-        configure_logging(settings.log_level, settings.log_format)
+        # `wcu-ai dev` talks to a person at a terminal unless told otherwise.
+        text_by_default = args.command == "dev" and "WCU_LOG_FORMAT" not in os.environ
+        configure_logging(settings.log_level, "text" if text_by_default else settings.log_format)
         code = _run(args, settings)
     except ConfigError as exc:
         print(f"wcu-ai: configuration error: {exc.message}", file=sys.stderr)  # noqa: T201

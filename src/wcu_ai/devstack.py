@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -36,6 +37,8 @@ def dev_api_key(data_dir: Path) -> str:
 
 
 def start_embedded_postgres(data_dir: Path) -> tuple[object, str]:
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver does not need it.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     try:
         import pgserver
     except ImportError:

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 # Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# uvicorn's color_message duplicates msg with terminal escapes.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,5 +45,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries' chatter stays at WARNING unless we debug.
-    for name in ("uvicorn.access", "httpx", "psycopg.pool", "agno"):
+    for name in ("uvicorn.access", "httpx", "psycopg.pool", "agno", "pgserver"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
