@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -249,10 +250,14 @@ def test_a_bad_model_spec_stops_the_api_at_start(service_env: dict[str, str]) ->
     ]
 
 
-def test_a_failing_model_is_502_or_an_error_event_without_its_text(
+def test_a_failing_model_or_database_is_an_error_never_a_made_up_answer(
     pg_server_url: str, tmp_path: Path
 ) -> None:
-    env = {"WCU_AGENT_MODEL": "python:tests.fake_model:failing", "PYTHONPATH": ROOT}
+    env = {
+        "WCU_AGENT_MODEL": "python:tests.fake_model:failing",
+        "WCU_DB_CONNECT_TIMEOUT_SECONDS": "1",
+        "PYTHONPATH": ROOT,
+    }
     with service_stack(pg_server_url, tmp_path, runner=False, **env) as stack:
         url = f"{stack.base}/v1/agents/assistant/runs"
         response = httpx.post(url, json={"message": "hi", "user_id": "ada"}, headers=stack.auth, timeout=30)
@@ -264,5 +269,16 @@ def test_a_failing_model_is_502_or_an_error_event_without_its_text(
         assert streamed.text.startswith("event: run_started")
         assert streamed.text.rstrip().splitlines()[-2:] == [
             "event: error",
-            'data: {"detail": "The agent could not answer (its model failed); retry later."}',
+            'data: {"detail": "The agent could not answer (its model or its storage failed); retry later."}',
         ]
+
+        # Agno's storage takes an unreachable database for missing tables (empty lists, unsaved
+        # runs): the routes check the database first.
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{urlsplit(stack.db_url).path.lstrip("/")}" WITH (FORCE)')
+        for path in ("/v1/agents/assistant/sessions", "/v1/users/ada/memories"):
+            response = stack.get(path, user_id="ada")
+            assert (response.status_code, response.json()) == (
+                503,
+                {"detail": "the database is unavailable; retry later"},
+            ), path

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from wcu_ai.agents.knowledge import Citation, DocumentSearch, citations
 from wcu_ai.agno_storage import build_agno_postgres_db
-from wcu_ai.errors import WcuError
+from wcu_ai.errors import DatabaseUnavailableError, WcuError
 from wcu_ai.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 
 class AgentRunError(WcuError):
-    """The agent could not answer (its model failed); retry later."""
+    """The agent could not answer (its model or its storage failed); retry later."""
 
 
 @dataclass(frozen=True)
@@ -148,15 +148,23 @@ class AgentCatalog:
 
     # -- storage reads: Agno's PostgresDb is synchronous, so they run in a worker thread --
 
+    async def _storage(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return await asyncio.to_thread(call, *args, **kwargs)
+        except OperationalError:
+            raise DatabaseUnavailableError("the database is unavailable; retry later") from None
+
     async def session(self, session_id: str) -> AgentSession | None:
         from agno.db.base import SessionType
 
-        return await asyncio.to_thread(self.db.get_session, session_id, session_type=SessionType.AGENT)
+        return await self._storage(self.db.get_session, session_id, session_type=SessionType.AGENT)
 
     async def sessions(self, agent_id: str, user_id: str, *, limit: int, page: int) -> list[AgentSession]:
         from agno.db.base import SessionType
 
-        return await asyncio.to_thread(
+        return await self._storage(
             self.db.get_sessions,
             session_type=SessionType.AGENT,
             user_id=user_id,
@@ -168,10 +176,10 @@ class AgentCatalog:
         )
 
     async def delete_session(self, session_id: str) -> bool:
-        return await asyncio.to_thread(self.db.delete_session, session_id)
+        return await self._storage(self.db.delete_session, session_id)
 
     async def memories(self, user_id: str, *, limit: int, page: int) -> list[Any]:
-        return await asyncio.to_thread(
+        return await self._storage(
             self.db.get_user_memories,
             user_id=user_id,
             limit=limit,

@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
+from psycopg_pool import PoolTimeout
 
 from wcu_ai.agents.catalog import (
     AgentCatalog,
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
     from agno.session import AgentSession
     from psycopg_pool import AsyncConnectionPool
 
-router = APIRouter(tags=["agents"])
 logger = logging.getLogger(__name__)
 
 
@@ -64,6 +65,22 @@ def get_catalog(request: Request) -> AgentCatalog:
 
 
 CatalogDep = Annotated[AgentCatalog, Depends(get_catalog)]
+
+
+async def require_database(pool: PoolDep, catalog: CatalogDep) -> None:
+    """Agno's storage reads a database it cannot reach as tables that do not exist: reads would
+    answer empty and a run would not be saved. The pool checks a connection before lending it.
+    (After the catalog: without a model the answer is the 503 naming WCU_AGENT_MODEL.)"""
+    try:
+        async with pool.connection():
+            pass
+    except (PoolTimeout, psycopg.OperationalError):
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "the database is unavailable; retry later"
+        ) from None
+
+
+router = APIRouter(tags=["agents"], dependencies=[Depends(require_database)])
 
 
 def get_agent(agent_id: str, catalog: CatalogDep) -> AgentInfo:
