@@ -143,3 +143,44 @@ def test_the_insert_trigger_notifies_the_schema_channel(migrated: Settings, db_u
         run_with_pool(migrated, body)
         notes = list(listener.notifies(timeout=5, stop_after=1))
     assert [(n.channel, n.payload) for n in notes] == [("public.ai_server_tasks", "noop")]
+
+
+def test_a_claim_reads_the_backlog_through_its_indexes(migrated: Settings, db_url: str) -> None:
+    """Issue 7: an OR of queued and expired rows scanned and sorted the whole backlog per claim."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO ai_server_tasks (task_type) SELECT 'noop' FROM generate_series(1, 5000)")
+        conn.execute(
+            "INSERT INTO ai_server_tasks (task_type, status) SELECT 'noop', 'succeeded' FROM generate_series(1, 5000)"
+        )
+        conn.execute("ANALYZE ai_server_tasks")
+        params = {"limit": 2, "runner": "r", "lease": 30}
+        with conn.transaction(force_rollback=True):
+            [[plan]] = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + queue.Q["claim"], params).fetchall()
+
+    def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+        return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]
+
+    read = {(n["Node Type"], n.get("Index Name")): n["Actual Rows"] for n in nodes(plan[0]["Plan"])}
+    assert max(read.values()) <= 4, read  # limit 2 of each kind, never the backlog
+    assert ("Index Scan", "ai_server_tasks_queued_idx") in read, read
+
+
+def test_a_claim_takes_the_oldest_due_whether_queued_or_expired(migrated: Settings, db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "INSERT INTO ai_server_tasks (task_type, status, attempts, lease_expires_at, run_after) VALUES "
+            "('noop', 'queued', 0, NULL, now() - interval '3 min'), "
+            "('noop', 'running', 1, now() - interval '1 s', now() - interval '2 min'), "
+            "('noop', 'queued', 0, NULL, now() - interval '1 min'), "
+            "('noop', 'running', 1, now() - interval '1 s', now()) RETURNING id"
+        ).fetchall()
+    expected = [r[0] for r in rows]
+
+    async def body(pool: Any) -> list[Any]:
+        claimed = []
+        async with pool.connection() as conn:
+            for _ in range(2):
+                claimed += await queue.claim(conn, runner="r", limit=2, lease_seconds=30)
+        return claimed
+
+    assert [t.id for t in run_with_pool(migrated, body)] == expected
