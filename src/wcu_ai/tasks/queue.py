@@ -51,6 +51,20 @@ async def fail_expired(conn: AsyncConnection[Any]) -> int:
     return (await conn.execute(Q["fail_expired"])).rowcount
 
 
+async def fail_expired_and_claim(
+    conn: AsyncConnection[Any], *, runner: str, limit: int, lease_seconds: float
+) -> tuple[int, list[Task]]:
+    """fail_expired, then claim: sent together, one round trip instead of two.
+
+    Both run in one transaction, as in a transaction block (pipeline mode: one sync for the two).
+    """
+    params = {"limit": limit, "runner": runner, "lease": lease_seconds}
+    async with conn.pipeline():
+        failed = await conn.execute(Q["fail_expired"])
+        claimed = await conn.execute(Q["claim"], params)
+    return failed.rowcount, [Task.from_row(r) for r in await claimed.fetchall()]
+
+
 async def next_due_in(conn: AsyncConnection[Any]) -> float | None:
     """Seconds until the next queued task is due (None when the queue is empty)."""
     row = await (await conn.execute(Q["next_due_in"])).fetchone()
