@@ -7,21 +7,17 @@ in the run by Agno, gives the citations of an answer, also when a session is rea
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
-from wcu_ai.documents.search import Passage, search_hybrid, search_text
-from wcu_ai.embeddings import embed_texts
-from wcu_ai.tasks.model import error_text
+from wcu_ai.documents.search import Passage, search
 
 if TYPE_CHECKING:
     from agno.knowledge.embedder.base import Embedder
 
-logger = logging.getLogger(__name__)
 
 TOOL_NAME = "search_documents"
 PASSAGE_CHARS = 2000  # per passage handed to the model: a chunk, not a whole page of tables
@@ -45,19 +41,11 @@ class DocumentSearch:
         self.limit = limit
 
     async def passages(self, query: str) -> list[Passage]:
-        vector = None
-        if self.embedder is not None:
-            try:
-                [vector] = await embed_texts(self.embedder, [query])
-            except Exception as exc:
-                logger.warning(
-                    "query embedding failed; full-text only",
-                    extra={"action": "agents.embed_failed", "error": error_text(exc)},
-                )
         async with self.pool.connection() as conn:
-            if vector is not None:
-                return await search_hybrid(conn, query, vector, model=self.embedder_spec, limit=self.limit)
-            return await search_text(conn, query, limit=self.limit)
+            _, found = await search(
+                conn, query, embedder=self.embedder, embedder_spec=self.embedder_spec, limit=self.limit
+            )
+        return found
 
     def tool(self) -> Any:
         """The Agno tool (an async function; its docstring is what the model reads)."""

@@ -6,13 +6,21 @@ needs no tuning of the two scores' scales against each other.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
 
 from wcu_ai.documents.store import Q
+from wcu_ai.embeddings import embed_texts
+from wcu_ai.tasks.model import error_text
+
+if TYPE_CHECKING:
+    from agno.knowledge.embedder.base import Embedder
+
+logger = logging.getLogger(__name__)
 
 RRF_K = 60
 
@@ -34,6 +42,32 @@ def _passage(row: dict[str, Any], score: float | None = None) -> Passage:
         snippet=row["snippet"],
         text=row["text"],
     )
+
+
+async def search(
+    conn: AsyncConnection[Any],
+    query: str,
+    *,
+    embedder: Embedder | None,
+    embedder_spec: str | None,
+    limit: int,
+) -> tuple[str, list[Passage]]:
+    """("hybrid", …) when an embedder is configured and answers, else ("fulltext", …).
+
+    The API's /v1/search and the agents' knowledge tool both search through here.
+    """
+    if embedder is not None:
+        try:
+            [vector] = await embed_texts(embedder, [query])
+        except Exception as exc:
+            # The embedder's provider is down: full-text search still answers.
+            logger.warning(
+                "query embedding failed; full-text only",
+                extra={"action": "search.embed_failed", "error": error_text(exc)},
+            )
+        else:
+            return "hybrid", await search_hybrid(conn, query, vector, model=embedder_spec or "", limit=limit)
+    return "fulltext", await search_text(conn, query, limit=limit)
 
 
 async def search_text(conn: AsyncConnection[Any], query: str, *, limit: int) -> list[Passage]:
