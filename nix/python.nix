@@ -1,7 +1,7 @@
 # The Python side: uv2nix reads uv.lock and builds one derivation per locked package
 # (wheels preferred), on top of python312 and the build-system set of build-system-pkgs.
 #
-#   production venv  = the project with its default dependencies only (no dev group)
+#   production venv  = the project with its dependencies and provider extras (no group)
 #   app              = mkApplication: only the project's own files (bin/wcu-ai), linking
 #                      into the venv, so images carry no activation scripts or pip.
 #   devVenv          = the project plus its dev group, for the checks (pytest, ruff).
@@ -71,9 +71,11 @@ in
             ]
           );
 
-      # workspace.deps.default = { wcu-ai-server = [ ]; }: tool.uv.default-groups is not
-      # set, so no dependency group (in particular not "dev") reaches production.
-      venv = pythonSet.mkVirtualEnv "wcu-ai-env" workspace.deps.default;
+      # workspace.deps.optionals = { wcu-ai-server = [ "anthropic" "bedrock" "openai" ]; }:
+      # every extra (the provider SDKs behind WCU_AGENT_MODEL and WCU_EMBEDDER, so one image
+      # works with any of them) and no dependency group: "dev" and "bench" never reach
+      # production (uv2nix lib/workspace.nix: optionals = attrNames optional-dependencies).
+      venv = pythonSet.mkVirtualEnv "wcu-ai-env" workspace.deps.optionals;
 
       app = (pkgs.callPackage pyproject-nix.build.util { }).mkApplication {
         inherit venv;
