@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -184,3 +185,24 @@ def test_a_claim_takes_the_oldest_due_whether_queued_or_expired(migrated: Settin
         return claimed
 
     assert [t.id for t in run_with_pool(migrated, body)] == expected
+
+
+def test_complete_many_records_only_the_attempts_this_runner_holds(migrated: Settings) -> None:
+    async def body(pool: Any) -> None:
+        async with pool.connection() as conn:
+            for i in range(3):
+                await queue.enqueue(conn, "noop", {"i": i})
+            mine = await queue.claim(conn, runner="r", limit=2, lease_seconds=30)
+            [other] = await queue.claim(conn, runner="someone else", limit=1, lease_seconds=30)
+            stale = replace(mine[1], attempts=mine[1].attempts + 1)  # a later attempt replaced it
+            held = await queue.complete_many(
+                conn, [(mine[0], {"n": 0}), (stale, {"n": 1}), (other, {"n": 2})], runner="r"
+            )
+            assert held == {mine[0].id}
+            done = await queue.get(conn, mine[0].id)
+            assert done is not None and done.status is TaskStatus.SUCCEEDED and done.result == {"n": 0}
+            for task in (mine[1], other):
+                left = await queue.get(conn, task.id)
+                assert left is not None and left.status is TaskStatus.RUNNING and left.result is None
+
+    run_with_pool(migrated, body)

@@ -62,6 +62,16 @@ SET status = 'succeeded', result = %(result)s, last_error = NULL, finished_at = 
     lease_expires_at = NULL
 WHERE id = %(id)s AND locked_by = %(runner)s AND attempts = %(attempts)s AND status = 'running';
 
+-- name: complete_many
+-- Several attempts' outcomes in one statement, each row guarded like `complete`: the runner
+-- writes together the completions that arrive while its previous write is in flight.
+UPDATE ai_server_tasks AS t
+SET status = 'succeeded', result = done.result, last_error = NULL, finished_at = now(), updated_at = now(),
+    lease_expires_at = NULL
+FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(results)s::jsonb[]) AS done(id, attempts, result)
+WHERE t.id = done.id AND t.locked_by = %(runner)s AND t.attempts = done.attempts AND t.status = 'running'
+RETURNING t.id;
+
 -- name: retry_later
 UPDATE ai_server_tasks
 SET status = 'queued', last_error = %(error)s, locked_by = NULL, lease_expires_at = NULL,

@@ -88,6 +88,22 @@ async def complete(conn: AsyncConnection[Any], task: Task, *, runner: str, resul
     return await _end_attempt(conn, "complete", task, runner, result=Jsonb(jsonable(result)))
 
 
+async def complete_many(
+    conn: AsyncConnection[Any], outcomes: list[tuple[Task, Any]], *, runner: str
+) -> set[UUID]:
+    """Records several successful attempts in one statement; returns the ids this runner still held.
+
+    Each result must already be a JSON value (jsonable(result)).
+    """
+    params = {
+        "ids": [task.id for task, _ in outcomes],
+        "attempts": [task.attempts for task, _ in outcomes],
+        "results": [Jsonb(result) for _, result in outcomes],
+        "runner": runner,
+    }
+    return {r["id"] for r in await (await conn.execute(Q["complete_many"], params)).fetchall()}
+
+
 async def retry_later(
     conn: AsyncConnection[Any], task: Task, *, runner: str, error: str, delay_seconds: float
 ) -> bool:
