@@ -123,24 +123,3 @@ def test_enqueue_puts_a_task_in_the_queue(service_env: dict[str, str], db_url: s
         2,
         "wcu-ai: configuration error: --payload must be a JSON object",
     )
-
-
-def test_log_lines_are_json_with_the_fields_passed_and_no_terminal_noise() -> None:
-    import json
-    import logging
-
-    from wcu_ai.logconfig import JsonFormatter
-
-    record = logging.makeLogRecord(
-        {
-            "name": "x",
-            "levelname": "INFO",
-            "msg": "hello %s",
-            "args": ("you",),
-            "action": "a.b",
-            "color_message": "\x1b[1m",
-        }
-    )
-    line = json.loads(JsonFormatter().format(record))
-    assert (line["msg"], line["action"], line["level"]) == ("hello you", "a.b", "info")
-    assert "color_message" not in line

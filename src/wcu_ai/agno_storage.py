@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from wcu_ai.database import sqlalchemy_url
+from wcu_ai.logconfig import route_agno_logs
 from wcu_ai.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ AGNO_TABLES = {
 def build_agno_postgres_db(settings: Settings) -> PostgresDb:
     """Agno's PostgresDb for our schema and table names; creates nothing."""
     from agno.db.postgres import PostgresDb  # Agno is heavy to import: keep it off import paths.
+
+    route_agno_logs()
 
     return PostgresDb(
         db_url=sqlalchemy_url(settings),

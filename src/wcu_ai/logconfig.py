@@ -13,6 +13,23 @@ from typing import Any
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
+# Agno's own loggers print with rich and do not propagate; route_agno_logs() swaps them for this one.
+AGNO_LOGGER = "wcu_ai.agno"
+
+
+def route_agno_logs() -> None:
+    """Agno's log lines through our handlers (JSON, request ids) instead of its rich console output."""
+    from agno.utils.log import configure_agno_logging
+
+    ours = logging.getLogger(AGNO_LOGGER)
+    configure_agno_logging(
+        custom_default_logger=ours,
+        custom_agent_logger=ours,
+        custom_team_logger=ours,
+        custom_workflow_logger=ours,
+    )
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -45,5 +62,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries' chatter stays at WARNING unless we debug.
-    for name in ("uvicorn.access", "httpx", "psycopg.pool", "agno", "pgserver"):
+    for name in ("uvicorn.access", "httpx", "psycopg.pool", AGNO_LOGGER, "pgserver"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
