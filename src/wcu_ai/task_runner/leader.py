@@ -2,7 +2,8 @@
 
 A second runner waits as a hot standby, retrying the lock, and takes over the moment the first
 one releases it (clean stop) or its connection dies (crash). Leadership is re-checked
-periodically; losing the connection means losing the lock, and the runner stops working.
+periodically; losing the connection means losing the lock: the runner stops working and
+stands by again (task_runner.main).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import psycopg
 
 from wcu_ai.database import connect_async, lock_key
+from wcu_ai.errors import DatabaseUnavailableError
 from wcu_ai.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -51,7 +53,8 @@ class Leadership:
                         extra={"action": "runner.standby", "runner": self.runner_id},
                     )
                     announced = True
-            except (psycopg.OperationalError, OSError) as exc:
+            # connect_async reports a refused connection as DatabaseUnavailableError.
+            except (DatabaseUnavailableError, psycopg.OperationalError, OSError) as exc:
                 logger.warning(
                     "standby: database unavailable, retrying",
                     extra={
