@@ -14,6 +14,7 @@ from wcu_ai.database import open_pool
 from wcu_ai.documents.handlers import DocumentParser
 from wcu_ai.documents.store import PARSE_TASK
 from wcu_ai.embeddings import build_embedder
+from wcu_ai.errors import DatabaseUnavailableError
 from wcu_ai.settings import Settings
 from wcu_ai.task_runner.initialize import initialize_database
 from wcu_ai.task_runner.leader import Leadership
@@ -39,7 +40,12 @@ def build_registry(settings: Settings) -> tuple[TaskRegistry, contextlib.AsyncEx
 
 
 async def run_runner(settings: Settings) -> int:
-    """Runs until SIGTERM/SIGINT; 0 on a clean stop, 1 when leadership was lost."""
+    """Runs until SIGTERM/SIGINT; 0 on a clean stop.
+
+    Losing leadership (the lock's connection broke: database restart, failover, network) stops
+    the work and puts the runner back on standby: it waits for the lock again like a second runner
+    would, and works again once it holds it. The process never needs an outside restart for that.
+    """
     stop = stop_event_on_signals(asyncio.get_running_loop())
     runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     logger.info(
@@ -48,18 +54,30 @@ async def run_runner(settings: Settings) -> int:
     )
     registry, resources = build_registry(settings)
     await asyncio.to_thread(initialize_database, settings)
-    leadership = Leadership(settings, runner_id)
-    if not await leadership.acquire(stop):
-        logger.info("runner stopped while on standby", extra={"action": "runner.stopped"})
-        return 0
-    try:
-        async with resources, open_pool(settings, min_size=2) as pool:
-            worker = Worker(settings, pool, registry, runner_id)
-            await worker.run(stop, leadership.lost)
-    finally:
-        await leadership.release()
+    async with resources:
+        while not stop.is_set():
+            leadership = Leadership(settings, runner_id)
+            if not await leadership.acquire(stop):
+                break
+            try:
+                async with open_pool(settings, min_size=2) as pool:
+                    worker = Worker(settings, pool, registry, runner_id)
+                    await worker.run(stop, leadership.lost)
+            except DatabaseUnavailableError as exc:
+                # The database went away between taking the lock and opening the pool.
+                logger.warning(
+                    "database unavailable; back to standby",
+                    extra={"action": "runner.db_error", "error": exc.message},
+                )
+            finally:
+                await leadership.release()
+            if not stop.is_set():
+                logger.warning(
+                    "not the leader any more; standing by to take the lock again",
+                    extra={"action": "runner.rejoining", "runner": runner_id},
+                )
     logger.info("runner stopped", extra={"action": "runner.stopped", "runner": runner_id})
-    return 1 if leadership.lost.is_set() else 0
+    return 0
 
 
 def main() -> None:
