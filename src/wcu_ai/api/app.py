@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypedDict
 
+import psycopg
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
@@ -112,6 +113,16 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(WcuError)
     async def wcu_error(request: Request, exc: WcuError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=problem_status(exc))
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_unavailable(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        # The server went away while the request used its connection (restart, failover), or no
+        # connection came in time (PoolTimeout is an OperationalError): the client may retry.
+        logger.warning(
+            "database unavailable during a request",
+            extra={"action": "api.db_unavailable", "error": str(exc).strip().split("\n")[0]},
+        )
+        return JSONResponse({"detail": "the database is unavailable; retry later"}, status_code=503)
 
     return app
 

@@ -34,7 +34,10 @@ async def get_conn(request: Request) -> AsyncIterator[AsyncConnection[Any]]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
-ConnDep = Annotated[AsyncConnection[Any], Depends(get_conn)]
+# scope="function": the transaction commits before the response is sent, so a failed COMMIT (the
+# database went away) is answered 503 instead of breaking a response already started, and a write
+# (DELETE) is never reported done before it is committed.
+ConnDep = Annotated[AsyncConnection[Any], Depends(get_conn, scope="function")]
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
