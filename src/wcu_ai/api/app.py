@@ -124,6 +124,14 @@ def create_app(settings: Settings) -> FastAPI:
         )
         return JSONResponse({"detail": "the database is unavailable; retry later"}, status_code=503)
 
+    @app.exception_handler(psycopg.DataError)
+    async def invalid_data(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # Input PostgreSQL cannot take, e.g. a NUL character (%00) in a text parameter: psycopg
+        # refuses to send it. The client's mistake: a 422 shaped like FastAPI's own (the schema's).
+        reason = str(exc).strip().split("\n")[0]
+        error = {"type": "value_error", "loc": ["request"], "msg": f"invalid input: {reason}", "input": None}
+        return JSONResponse({"detail": [error]}, status_code=422)
+
     return app
 
 

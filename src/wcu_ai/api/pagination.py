@@ -7,7 +7,7 @@ import binascii
 from datetime import datetime
 from uuid import UUID
 
-from fastapi import HTTPException, status
+from fastapi.exceptions import RequestValidationError
 
 
 def encode_cursor(created_at: datetime, row_id: UUID) -> str:
@@ -19,6 +19,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         created_at, _, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
         return datetime.fromisoformat(created_at), UUID(row_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor: pass next_cursor from a previous page"
+        # The shape of FastAPI's own 422 (HTTPValidationError), which the OpenAPI schema promises.
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "cursor"),
+                    "msg": "invalid cursor: pass next_cursor from a previous page",
+                    "input": cursor,
+                }
+            ]
         ) from None
