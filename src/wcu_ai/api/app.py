@@ -6,14 +6,15 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import psycopg
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wcu_ai import __version__
 from wcu_ai.agents.catalog import open_agents
@@ -52,6 +53,59 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class RequestLogMiddleware:
+    """Each request's id (its x-request-id, else a new one) on its log records and its response,
+    and one log line per request but /health (the load balancer's probe would drown the rest).
+
+    Plain ASGI: as an @app.middleware("http") function (Starlette's BaseHTTPMiddleware), /health
+    answered 0.27x the requests per second of a bare FastAPI app; as this, 0.86x (bench/run).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:100]
+                break
+        request_id = request_id or uuid.uuid4().hex
+        header = (b"x-request-id", request_id.encode("latin-1"))
+        started = time.monotonic()
+        response: list[Any] = []
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *(h for h in message.get("headers", ()) if h[0] != b"x-request-id"),
+                    header,
+                ]
+                response.extend((message["status"], time.monotonic() - started))
+            await send(message)
+
+        token = request_id_var.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+        if response and scope["path"] != "/health":
+            logger.info(
+                "request",
+                extra={
+                    "action": "http.request",
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": response[0],
+                    "duration_ms": round(response[1] * 1000, 1),
+                },
+            )
+
+
 def create_app(settings: Settings) -> FastAPI:
     # Built before serving: a misconfigured embedder stops start-up with a ConfigError.
     embedder = build_embedder(settings.embedder, settings.embedder_dimensions)
@@ -79,36 +133,15 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
-    app.include_router(health.router)
+    # The probes' routes on the app itself: FastAPI matches a route of an included router twice per
+    # request; on the app, /health went from 0.86x to 0.94x of a bare app's requests per second.
+    app.router.routes.extend(health.router.routes)
     for router in (tasks.router, documents.router, search.router, agents.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
-
-    @app.middleware("http")
-    async def request_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        request_id = request.headers.get("x-request-id", "")[:100] or uuid.uuid4().hex
-        token = request_id_var.set(request_id)
-        started = time.monotonic()
-        try:
-            response = await call_next(request)
-        finally:
-            request_id_var.reset(token)
-        response.headers["x-request-id"] = request_id
-        if request.url.path != "/health":  # the load balancer's probe would drown everything else
-            logger.info(
-                "request",
-                extra={
-                    "action": "http.request",
-                    "request_id": request_id,
-                    "method": request.method,
-                    "path": request.url.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
-                },
-            )
-        return response
+    app.add_middleware(RequestLogMiddleware)
 
     @app.exception_handler(WcuError)
     async def wcu_error(request: Request, exc: WcuError) -> JSONResponse:
