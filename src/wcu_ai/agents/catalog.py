@@ -256,19 +256,40 @@ def reply_json(reply: Reply) -> dict[str, Any]:
     }
 
 
+class AgentsLoading:
+    """The agents while Agno's agent and storage modules load, off the API's start path."""
+
+    def __init__(self, loading: asyncio.Task[AgentCatalog]) -> None:
+        self._loading = loading
+
+    async def catalog(self) -> AgentCatalog:
+        """The catalog, once loaded (at once after the first ~1.5 s of the process)."""
+        return await asyncio.shield(self._loading)
+
+
 @contextlib.asynccontextmanager
 async def open_agents(
     settings: Settings, model: Model | None, pool: AsyncConnectionPool, embedder: Embedder | None
-) -> AsyncIterator[AgentCatalog | None]:
-    """The API's agents for its lifetime, or None without a model; creates no table."""
+) -> AsyncIterator[AgentsLoading | None]:
+    """The API's agents for its lifetime, or None without a model; creates no table.
+
+    Agno's agent modules and its storage (SQLAlchemy) take ~1.4 s to import: they load in a
+    thread while the API already serves (/health answers; the first agent request waits for
+    them). The model was built before serving, so a bad WCU_AGENT_MODEL still stops the start.
+    """
     if model is None:
         yield None
         return
-    # Agno's agent modules take a while to import: at start-up, not in the first run.
-    await asyncio.to_thread(importlib.import_module, "agno.agent")
-    db = build_agno_postgres_db(settings)
     search = DocumentSearch(pool, embedder, settings.embedder, limit=settings.agent_search_limit)
+
+    def load() -> AgentCatalog:
+        importlib.import_module("agno.agent")  # at start-up, not in the first run
+        return AgentCatalog(settings, model, build_agno_postgres_db(settings), search)
+
+    loading = asyncio.create_task(asyncio.to_thread(load), name="agents.load")
     try:
-        yield AgentCatalog(settings, model, db, search)
+        yield AgentsLoading(loading)
     finally:
-        await asyncio.to_thread(db.close)
+        await asyncio.wait([loading])  # a thread cannot be cancelled: let it finish
+        if not loading.cancelled() and loading.exception() is None:
+            await asyncio.to_thread(loading.result().db.close)

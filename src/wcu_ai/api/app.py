@@ -29,7 +29,7 @@ from wcu_ai.settings import Settings
 if TYPE_CHECKING:
     from agno.knowledge.embedder.base import Embedder
 
-    from wcu_ai.agents.catalog import AgentCatalog
+    from wcu_ai.agents.catalog import AgentsLoading
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class AppState(TypedDict):
     settings: Settings
     pool: AsyncConnectionPool
     embedder: Embedder | None
-    agents: AgentCatalog | None
+    agents: AgentsLoading | None
 
 
 class RequestIdFilter(logging.Filter):

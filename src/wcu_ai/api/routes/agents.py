@@ -22,6 +22,7 @@ from wcu_ai.agents.catalog import (
     AgentCatalog,
     AgentInfo,
     AgentRunError,
+    AgentsLoading,
     Reply,
     StreamEvent,
     reply_json,
@@ -54,14 +55,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def get_catalog(request: Request) -> AgentCatalog:
-    catalog: AgentCatalog | None = request.state.agents
-    if catalog is None:
+async def get_catalog(request: Request) -> AgentCatalog:
+    agents: AgentsLoading | None = request.state.agents
+    if agents is None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             f"no agent model is configured: set {VARIABLE} (e.g. openai:gpt-4o-mini) and restart the API",
         )
-    return catalog
+    return await agents.catalog()
 
 
 CatalogDep = Annotated[AgentCatalog, Depends(get_catalog)]
