@@ -188,6 +188,9 @@ def test_postgres_restart_under_load_api_and_runner_recover_by_themselves(
             wait_task(db_url, after, "succeeded", timeout=60)
             wait_all_terminal(db_url, timeout=120, procs=[runner, api])
             assert runner.popen.poll() is None and api.popen.poll() is None, "a process died in the outage"
+            # The runner lost its lock with the server, stood by, and leads again.
+            runner.wait_for("runner.rejoining")
+            assert runner.actions().count("runner.leader") >= 2
             response = httpx.get(
                 f"{base}/v1/tasks",
                 params={"limit": 1},

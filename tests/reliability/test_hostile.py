@@ -203,6 +203,42 @@ def test_path_traversal_file_names_keep_only_the_last_segment(
     assert not list(stack.work_dir.glob("**/*.pdf")), "an upload left a file named after the client"
 
 
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+def test_an_oversized_streamed_upload_is_refused_and_memory_stays_flat(stack: ServiceStack) -> None:
+    """120 MiB sent chunked (no Content-Length) against the 50 MiB limit: 413, peak RSS flat."""
+    chunk = b"%PDF-1.4\n" + b"0" * (1024 * 1024 - 9)
+    boundary = "big"
+
+    def body() -> Iterator[bytes]:
+        yield b"--big\r\n" + _file_part(b"big.pdf", b"")
+        for _ in range(120):
+            yield chunk
+        yield b"\r\n--big--\r\n"
+
+    peak_before = _peak_rss_kib(stack.api.popen.pid)
+    try:
+        response = httpx.post(
+            f"{stack.base}/v1/documents",
+            content=body(),
+            headers={**stack.auth, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+            timeout=60,
+        )
+    except httpx.TransportError:
+        status = None  # the server may close the connection while the client is still sending
+    else:
+        status = response.status_code
+        assert status == 413, response.text
+    growth_mib = (_peak_rss_kib(stack.api.popen.pid) - peak_before) / 1024
+    assert growth_mib < 20, f"peak RSS grew by {growth_mib:.0f} MiB (status {status})"
+    assert not list(stack.work_dir.glob("uploads/*")), "the refused upload left a scratch file"
+
+
 def test_wrong_types_behind_right_extensions(stack: ServiceStack, tmp_path: Path) -> None:
     for name in ("garbage.pdf", "garbage.docx"):
         response = stack.upload(make_garbage(tmp_path / name, seed=len(name)), name=name)
