@@ -206,6 +206,10 @@ def test_postgres_restart_under_load_api_and_runner_recover_by_themselves(
             for proc in (runner, api):
                 proc.signal(signal.SIGTERM)
                 assert proc.wait(60) == 0, proc.output()[-3000:]
+            # The outage was logged with the connection string redacted, never with the password.
+            logs = "".join(proc.output() for proc in procs.all)
+            assert "wcu_app:***@127.0.0.1" in logs
+            assert own_postgres.password not in logs
         finally:
             procs.close()
 
