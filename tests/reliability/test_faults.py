@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from tests.api.conftest import service_stack
 from tests.conftest import (
@@ -133,6 +134,8 @@ class _Loader(threading.Thread):
             self.halt.wait(0.05)
 
 
+# The pgserver wheel's PostgreSQL on TCP: not in the Nix sandbox (no pgserver there, no TCP); .ci/run runs it.
+@pytest.mark.embedded_postgres
 def test_postgres_restart_under_load_api_and_runner_recover_by_themselves(
     own_postgres: LocalPostgres, tmp_path: Path
 ) -> None:

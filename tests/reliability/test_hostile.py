@@ -348,6 +348,8 @@ def test_schemathesis_finds_no_5xx_and_responses_match_the_schema(
 SECOND_KEY = "second-key-" + "k" * 20
 
 
+# The pgserver wheel's PostgreSQL on TCP: not in the Nix sandbox (no pgserver there, no TCP); .ci/run runs it.
+@pytest.mark.embedded_postgres
 def test_secrets_never_appear_in_logs_or_error_bodies(own_postgres: LocalPostgres, tmp_path: Path) -> None:
     """The password of a password-protected role (DATABASE_URL over TCP) and both API keys."""
     secrets = [own_postgres.password, API_KEY, SECOND_KEY]
