@@ -68,7 +68,9 @@ async def upload_document(request: Request, settings: SettingsDep, pool: PoolDep
         created = await store.create(
             conn, upload, store.PostgresBlobStore(), max_attempts=settings.task_max_attempts
         )
-        document = await store.get(conn, created.document_id)
+        # A new document is queued as it is committed; re-reading it would race the runner, which
+        # may already be parsing it. A duplicate reports the status it has now.
+        document = await store.get(conn, created.document_id) if created.duplicate else None
     body = UploadAccepted(
         document_id=created.document_id,
         task_id=created.task_id,
