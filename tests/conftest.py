@@ -133,9 +133,8 @@ class Proc:
         self._log.close()
 
 
-@pytest.fixture
-def service_env(db_url: str, tmp_path: Path) -> dict[str, str]:
-    """The environment the images give the processes, pointed at this test's database."""
+def service_environ(db_url: str, home: Path, **extra: str) -> dict[str, str]:
+    """The environment the images give the processes, pointed at a database, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WCU_", "DATABASE_URL"))}
     env.update(
         DATABASE_URL=db_url,
@@ -146,9 +145,16 @@ def service_env(db_url: str, tmp_path: Path) -> dict[str, str]:
         WCU_RUNNER_STANDBY_POLL_SECONDS="0.2",
         WCU_LOG_FORMAT="json",
         WCU_LOG_LEVEL="INFO",
-        HOME=str(tmp_path),
+        WCU_WORK_DIR=str(home / "work"),
+        HOME=str(home),
     )
+    env.update(extra)
     return env
+
+
+@pytest.fixture
+def service_env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    return service_environ(db_url, tmp_path)
 
 
 @pytest.fixture

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import psycopg
 import pytest
 
-from tests.conftest import free_port, run_cli, wait_task, wcu_ai_command
+from tests.conftest import free_port, run_cli, wait_task
 from wcu_ai.migrations import packaged_migrations
 
 
@@ -58,31 +56,6 @@ def test_missing_settings_name_the_variable(service_env: dict[str, str]) -> None
     result = run_cli("api", env=env)
     assert result.returncode == 2
     assert "WCU_API_KEYS" in one_line(result.stderr)
-
-
-def test_three_concurrent_migrate_up_apply_each_migration_once(
-    service_env: dict[str, str], db_url: str
-) -> None:
-    procs = [
-        subprocess.Popen(
-            [*wcu_ai_command(), "migrate", "up"],
-            env=service_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
-    outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    names = [m.name for m in packaged_migrations()]
-    # stdout carries the JSON log lines too; the command's answer is its last line.
-    answers = [out.strip().splitlines()[-1].removeprefix("applied: ") for out, _ in outputs]
-    applied = [name for answer in answers for name in answer.split(", ") if name in names]
-    assert sorted(applied) == names
-    with psycopg.connect(db_url) as conn:
-        rows = conn.execute("SELECT name FROM ai_migrations ORDER BY name").fetchall()
-    assert [r[0] for r in rows] == names
 
 
 def test_a_changed_migration_is_refused_by_the_command(service_env: dict[str, str], db_url: str) -> None:

@@ -33,7 +33,7 @@ import httpx
 import psycopg
 import psycopg.rows
 
-from tests.conftest import API_KEY, Proc, free_port, wcu_ai_command, with_database
+from tests.conftest import Proc, free_port, service_environ, wcu_ai_command, with_database
 
 _AUDIT_SQL = """
 CREATE TABLE IF NOT EXISTS reliability_audit (
@@ -201,25 +201,6 @@ def judge(scenario: str, db_url: str, procs: list[Proc], *, cycles: int = 0) -> 
 
 
 # -- processes -----------------------------------------------------------------------------------
-
-
-def service_environ(db_url: str, home: Path, **extra: str) -> dict[str, str]:
-    """What the images give the processes (as tests/conftest.py's service_env), for any database."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WCU_", "DATABASE_URL"))}
-    env.update(
-        DATABASE_URL=db_url,
-        WCU_API_KEYS=API_KEY,
-        WCU_API_HOST="127.0.0.1",
-        WCU_API_PORT=str(free_port()),
-        WCU_RUNNER_POLL_SECONDS="0.5",
-        WCU_RUNNER_STANDBY_POLL_SECONDS="0.2",
-        WCU_LOG_FORMAT="json",
-        WCU_LOG_LEVEL="INFO",
-        WCU_WORK_DIR=str(home / "work"),
-        HOME=str(home),
-    )
-    env.update(extra)
-    return env
 
 
 class Procs:
