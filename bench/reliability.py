@@ -26,11 +26,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.api.conftest import service_stack
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, fresh_database
 from tests.reliability.harness import (
     Verdict,
     enqueue_many,
-    fresh_database,
     http_load,
     noop_flood,
     sigkill_cycles,

@@ -53,16 +53,23 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-@pytest.fixture
-def db_url(pg_server_url: str) -> Iterator[str]:
-    name = f"wcu_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+@contextlib.contextmanager
+def fresh_database(server_url: str, prefix: str = "wcu_test") -> Iterator[str]:
+    """A new, empty database on the server, dropped afterwards (with whatever still uses it)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield with_database(pg_server_url, name)
+        yield with_database(server_url, name)
     finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(pg_server_url: str) -> Iterator[str]:
+    with fresh_database(pg_server_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 
-from tests.conftest import API_KEY, Proc, free_port, wait_http, wcu_ai_command, with_database
+from tests.conftest import API_KEY, Proc, fresh_database, service_environ, wait_http, wcu_ai_command
 
 
 @dataclass
@@ -60,45 +57,29 @@ def service_stack(
     pg_server_url: str, tmp: Path, *, runner: bool = True, **env: str
 ) -> Iterator[ServiceStack]:
     """A fresh database, the runner (which migrates it) unless runner=False, and the API; stopped with SIGTERM."""
-    name = f"wcu_stack_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    db_url = with_database(pg_server_url, name)
-    port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("WCU_")}
-    environ.update(
-        DATABASE_URL=db_url,
-        WCU_API_KEYS=API_KEY,
-        WCU_API_HOST="127.0.0.1",
-        WCU_API_PORT=str(port),
-        WCU_LOG_FORMAT="json",
-        WCU_RUNNER_POLL_SECONDS="0.5",
-        WCU_WORK_DIR=str(tmp / "work"),
-        HOME=str(tmp),
-    )
-    environ.update(env)
-    procs: list[Proc] = []
-    try:
-        runner_proc = None
-        if runner:
-            runner_proc = Proc([*wcu_ai_command(), "runner"], environ, tmp / "runner.log")
-            procs.append(runner_proc)
-            runner_proc.wait_for("runner.leader", timeout=60)
-        else:
-            from wcu_ai.migrations import MigrationTool
-            from wcu_ai.settings import Settings
+    with fresh_database(pg_server_url, "wcu_stack") as db_url:
+        environ = service_environ(db_url, tmp, **env)
+        base = f"http://127.0.0.1:{environ['WCU_API_PORT']}"
+        procs: list[Proc] = []
+        try:
+            runner_proc = None
+            if runner:
+                runner_proc = Proc([*wcu_ai_command(), "runner"], environ, tmp / "runner.log")
+                procs.append(runner_proc)
+                runner_proc.wait_for("runner.leader", timeout=60)
+            else:
+                from wcu_ai.migrations import MigrationTool
+                from wcu_ai.settings import Settings
 
-            MigrationTool(Settings(DATABASE_URL=db_url)).run_up()
-        api = Proc([*wcu_ai_command(), "api"], environ, tmp / "api.log")
-        procs.append(api)
-        wait_http(f"http://127.0.0.1:{port}/health/ready")
-        yield ServiceStack(f"http://127.0.0.1:{port}", db_url, tmp / "work", api, runner_proc)
-        for proc in reversed(procs):
-            proc.signal(signal.SIGTERM)
-        codes = [proc.wait() for proc in reversed(procs)]
-        assert codes == [0] * len(procs), [p.output()[-2000:] for p in procs]
-    finally:
-        for proc in procs:
-            proc.stop()
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                MigrationTool(Settings(DATABASE_URL=db_url)).run_up()
+            api = Proc([*wcu_ai_command(), "api"], environ, tmp / "api.log")
+            procs.append(api)
+            wait_http(f"{base}/health/ready")
+            yield ServiceStack(base, db_url, tmp / "work", api, runner_proc)
+            for proc in reversed(procs):
+                proc.signal(signal.SIGTERM)
+            codes = [proc.wait() for proc in reversed(procs)]
+            assert codes == [0] * len(procs), [p.output()[-2000:] for p in procs]
+        finally:
+            for proc in procs:
+                proc.stop()

@@ -22,7 +22,6 @@ import signal
 import statistics
 import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ import httpx
 import psycopg
 import psycopg.rows
 
-from tests.conftest import Proc, free_port, service_environ, wcu_ai_command, with_database
+from tests.conftest import Proc, free_port, service_environ, wcu_ai_command
 
 _AUDIT_SQL = """
 CREATE TABLE IF NOT EXISTS reliability_audit (
@@ -59,18 +58,6 @@ CREATE TRIGGER reliability_audit AFTER UPDATE ON ai_server_tasks
 
 
 # -- databases -----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def fresh_database(server_url: str, prefix: str = "wcu_rel") -> Iterator[str]:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(server_url, name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def migrate(db_url: str) -> None:

@@ -20,6 +20,7 @@ import pytest
 from tests.api.conftest import service_stack
 from tests.conftest import (
     API_KEY,
+    fresh_database,
     insert_task,
     missing_tools_or_fail,
     run_cli,
@@ -33,7 +34,6 @@ from tests.reliability.harness import (
     LoadResult,
     LocalPostgres,
     Procs,
-    fresh_database,
     http_load,
     install_audit,
     judge,

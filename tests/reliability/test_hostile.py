@@ -18,9 +18,9 @@ import psycopg
 import pytest
 
 from tests.api.conftest import ServiceStack, service_stack
-from tests.conftest import API_KEY, run_cli, service_environ, tools_required, wait_http
+from tests.conftest import API_KEY, fresh_database, run_cli, service_environ, tools_required, wait_http
 from tests.factories import make_docx, make_garbage, make_pdf, make_zip_bomb
-from tests.reliability.harness import LocalPostgres, Procs, fresh_database
+from tests.reliability.harness import LocalPostgres, Procs
 
 INJECTIONS = [
     "' OR '1'='1",
