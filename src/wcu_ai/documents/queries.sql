@@ -88,10 +88,14 @@ LIMIT %(limit)s;
 
 -- name: search_vector
 -- Nearest chunks by cosine distance among those embedded by the same model and dimension.
-SELECT c.document_id, c.page_no, c.ordinal, c.text, 1 - (c.embedding <=> %(embedding)s::vector) AS score,
+-- {dims} is the embedding's length, composed in as a literal (psycopg.sql, never text): the
+-- planner uses a per-dimension HNSW index (migration 0002: embedding::vector(1536) ... WHERE
+-- embedding_dims = 1536) only when the query repeats its expression and predicate exactly.
+SELECT c.document_id, c.page_no, c.ordinal, c.text,
+       1 - (c.embedding::vector({dims}) <=> %(embedding)s::vector({dims})) AS score,
        left(c.text, 300) AS snippet
 FROM parsed_document_chunks c
 JOIN parsed_documents d ON d.id = c.document_id AND d.status = 'parsed'
-WHERE c.embedding_model = %(model)s AND c.embedding_dims = %(dims)s
-ORDER BY c.embedding <=> %(embedding)s::vector
+WHERE c.embedding_dims = {dims} AND c.embedding_model = %(model)s
+ORDER BY c.embedding::vector({dims}) <=> %(embedding)s::vector({dims})
 LIMIT %(limit)s;

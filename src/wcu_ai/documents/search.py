@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
 from wcu_ai.documents.store import Q
 from wcu_ai.embeddings import embed_texts
@@ -80,13 +80,14 @@ async def search_hybrid(
 ) -> list[Passage]:
     pool = limit * 4
     text_rows = await (await conn.execute(Q["search_text"], {"q": query, "limit": pool})).fetchall()
-    vector_rows = await (
-        await conn.execute(
-            Q["search_vector"],
-            {"embedding": str(embedding), "model": model, "dims": len(embedding), "limit": pool},
-        )
-    ).fetchall()
+    params = {"embedding": str(embedding), "model": model, "limit": pool}
+    vector_rows = await (await conn.execute(vector_query(len(embedding)), params)).fetchall()
     return fuse([text_rows, vector_rows], limit=limit)
+
+
+def vector_query(dims: int) -> sql.Composed:
+    """The nearest-chunks query for embeddings of `dims` dimensions (a literal in the SQL)."""
+    return sql.SQL(Q["search_vector"]).format(dims=sql.Literal(int(dims)))
 
 
 def fuse(rankings: list[list[dict[str, Any]]], *, limit: int) -> list[Passage]:

@@ -1,0 +1,96 @@
+"""Search ranking: reciprocal rank fusion, and the vector query's use of the HNSW index."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from wcu_ai.database import open_pool
+from wcu_ai.documents.search import fuse, search_hybrid, vector_query
+from wcu_ai.migrations import MigrationTool
+from wcu_ai.settings import Settings
+
+
+def row(doc: uuid.UUID, ordinal: int) -> dict[str, Any]:
+    return {"document_id": doc, "ordinal": ordinal, "page_no": 1, "snippet": f"s{ordinal}", "text": "t"}
+
+
+def test_fuse_ranks_what_both_rankings_agree_on_first() -> None:
+    doc = uuid.uuid4()
+    text_ranking = [row(doc, 1), row(doc, 2), row(doc, 3)]
+    vector_ranking = [row(doc, 2), row(doc, 3), row(doc, 9)]
+    fused = fuse([text_ranking, vector_ranking], limit=3)
+    assert [p.snippet for p in fused] == ["s2", "s3", "s1"]
+    assert fused[0].score == pytest.approx(1 / 62 + 1 / 61)
+
+
+DIMS = 3
+MODEL = "test:3d"
+
+
+@pytest.fixture
+def chunks(settings: Settings, db_url: str) -> None:
+    """100 parsed documents of 20 embedded chunks each, and a 3-dimension HNSW index like migration 0002's.
+
+    Chunk k of the corpus has the embedding [1, k/2000, 0]; its text is "chunk k".
+    """
+    MigrationTool(settings).run_up()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE INDEX chunks_embedding_{DIMS}_idx ON parsed_document_chunks "
+            f"USING hnsw ((embedding::vector({DIMS})) vector_cosine_ops) WHERE embedding_dims = {DIMS}"
+        )
+        for d in range(100):
+            doc = conn.execute(
+                "INSERT INTO parsed_documents (filename, content_type, kind, sha256, size_bytes, status) "
+                "VALUES ('v.pdf', 'application/pdf', 'pdf', %s, 1, 'parsed') RETURNING id",
+                (hashlib.sha256(str(d).encode()).digest(),),
+            ).fetchone()[0]
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO parsed_document_chunks (document_id, page_no, ordinal, char_start, char_end, "
+                    "text, embedding, embedding_model) VALUES (%s, 1, %s, 0, 1, %s, %s::vector, %s)",
+                    [
+                        (doc, i, f"chunk {d * 20 + i}", str([1.0, (d * 20 + i) / 2000, 0.0]), MODEL)
+                        for i in range(20)
+                    ],
+                )
+        conn.execute("ANALYZE parsed_documents")
+        conn.execute("ANALYZE parsed_document_chunks")
+
+
+def plan(db_url: str, query: Any) -> str:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SET enable_seqscan = off")
+        rows = conn.execute(
+            psycopg.sql.SQL("EXPLAIN ") + query, {"embedding": "[1, 0.5, 0]", "model": MODEL, "limit": 5}
+        ).fetchall()
+    return "\n".join(r[0] for r in rows)
+
+
+def test_the_vector_query_uses_the_per_dimension_hnsw_index(chunks: None, db_url: str) -> None:
+    assert f"chunks_embedding_{DIMS}_idx" in plan(db_url, vector_query(DIMS))
+
+
+def test_without_the_literal_dimension_the_index_is_not_used(chunks: None, db_url: str) -> None:
+    """The control: the index expression must be repeated exactly, dimension included."""
+    untyped = psycopg.sql.SQL(
+        "SELECT c.id FROM parsed_document_chunks c WHERE c.embedding_dims = 3 AND c.embedding_model = %(model)s "
+        "ORDER BY c.embedding <=> %(embedding)s::vector LIMIT %(limit)s"
+    )
+    assert f"chunks_embedding_{DIMS}_idx" not in plan(db_url, untyped)
+
+
+def test_hybrid_search_returns_the_nearest_chunks(chunks: None, settings: Settings) -> None:
+    async def body() -> list[Any]:
+        async with open_pool(settings) as pool, pool.connection() as conn:
+            return await search_hybrid(conn, "no such words", [1.0, 0.5, 0.0], model=MODEL, limit=3)
+
+    passages = asyncio.run(body())
+    assert passages[0].text == "chunk 1000"  # the exact match: [1, 1000/2000, 0]
+    assert {p.text for p in passages} == {"chunk 999", "chunk 1000", "chunk 1001"}
