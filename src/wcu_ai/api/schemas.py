@@ -35,10 +35,6 @@ class TaskPage(BaseModel):
     next_cursor: str | None
 
 
-class Problem(BaseModel):
-    detail: str
-
-
 class UploadAccepted(BaseModel):
     document_id: UUID
     task_id: UUID | None

@@ -80,12 +80,6 @@ def parse_pdfinfo(output: str) -> PdfInfo:
     )
 
 
-async def read_pdf_info(path: Path, *, timeout: float, scratch_dir: Path | None = None) -> PdfInfo:
-    """Page count and metadata of the PDF at `path`."""
-    with _scratch(scratch_dir) as scratch:
-        return await _pdfinfo(path, timeout=timeout, scratch=scratch)
-
-
 async def read_pdf(
     path: Path,
     *,
