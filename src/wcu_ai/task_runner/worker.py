@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 from uuid import UUID
@@ -204,7 +204,7 @@ class Worker:
                 result = await handler(task, ctx)
         except asyncio.CancelledError:
             # Shutdown past the grace period: the task goes back untouched, its attempt unspent.
-            await asyncio.shield(self._record(queue.release, task, log, "task.released"))
+            await asyncio.shield(self._record(lambda: self._write(queue.release, task), log, "task.released"))
             raise
         except TimeoutError:
             await self._failed(task, f"timed out after {self.settings.task_timeout_seconds:g}s", False, log)
@@ -215,7 +215,10 @@ class Worker:
             await self._failed(task, error_text(exc), False, log)
         else:
             log["duration_ms"] = round((time.monotonic() - started) * 1000)
-            await asyncio.shield(self._record(queue.complete, task, log, "task.succeeded", result=result))
+            # Batched with the completions arriving meanwhile; the writer takes its own connection.
+            await asyncio.shield(
+                self._record(lambda: self._completions.complete(task, result), log, "task.succeeded")
+            )
 
     async def _failed(self, task: Task, error: str, permanent: bool, log: dict[str, Any]) -> None:
         log = {**log, "error": error}
@@ -227,29 +230,25 @@ class Worker:
             )
             await asyncio.shield(
                 self._record(
-                    queue.retry_later,
-                    task,
+                    lambda: self._write(queue.retry_later, task, error=error, delay_seconds=delay),
                     {**log, "retry_in_s": round(delay, 1)},
                     "task.retrying",
-                    error=error,
-                    delay_seconds=delay,
                 )
             )
         else:
-            await asyncio.shield(self._record(queue.fail, task, log, "task.failed", error=error))
+            await asyncio.shield(
+                self._record(lambda: self._write(queue.fail, task, error=error), log, "task.failed")
+            )
 
-    async def _write_outcome(self, write: Any, task: Task, **kwargs: Any) -> bool:
-        if write is queue.complete:
-            # Batched with the completions arriving meanwhile; the writer takes its own connection.
-            return await self._completions.complete(task, kwargs["result"])
+    async def _write(self, write: Any, task: Task, **kwargs: Any) -> bool:
         async with self._queue_connection() as conn:
             return await write(conn, task, runner=self.runner_id, **kwargs)
 
-    async def _record(self, write: Any, task: Task, log: dict[str, Any], action: str, **kwargs: Any) -> None:
-        """Writes a task's outcome; retried while the database is briefly unavailable."""
+    async def _record(self, write: Callable[[], Awaitable[bool]], log: dict[str, Any], action: str) -> None:
+        """Writes a task's outcome with `write` (True: still held); retried while the database is briefly down."""
         for attempt in range(5):
             try:
-                held = await self._write_outcome(write, task, **kwargs)
+                held = await write()
                 break
             except _DB_ERRORS as exc:
                 if attempt == 4:

@@ -56,12 +56,6 @@ UPDATE ai_server_tasks SET lease_expires_at = now() + make_interval(secs => %(le
 WHERE id = ANY(%(ids)s) AND locked_by = %(runner)s AND status = 'running'
 RETURNING id;
 
--- name: complete
-UPDATE ai_server_tasks
-SET status = 'succeeded', result = %(result)s, last_error = NULL, finished_at = now(), updated_at = now(),
-    lease_expires_at = NULL
-WHERE id = %(id)s AND locked_by = %(runner)s AND attempts = %(attempts)s AND status = 'running';
-
 -- name: complete_many
 -- Several attempts' outcomes in one statement, each row guarded like `complete`: the runner
 -- writes together the completions that arrive while its previous write is in flight.

@@ -85,7 +85,8 @@ async def _end_attempt(conn: AsyncConnection[Any], name: str, task: Task, runner
 
 
 async def complete(conn: AsyncConnection[Any], task: Task, *, runner: str, result: Any) -> bool:
-    return await _end_attempt(conn, "complete", task, runner, result=Jsonb(jsonable(result)))
+    """One successful attempt: complete_many with a single outcome."""
+    return task.id in await complete_many(conn, [(task, jsonable(result))], runner=runner)
 
 
 async def complete_many(
