@@ -31,14 +31,13 @@ import hashlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
-from wcu_ai.documents.process import ToolResult, run_tool, tool_env
+from wcu_ai.documents.process import ToolResult, kill_group, run_tool, tool_env
 from wcu_ai.errors import (
     DocumentError,
     DocumentTimeoutError,
@@ -336,8 +335,7 @@ class OfficeConverter:
         server, self._server = self._server, None
         if server is None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(server.pid, signal.SIGKILL)
+        kill_group(server.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             server.wait(timeout=5)
         for folder in ("keepalive", "server-tmp"):
@@ -420,7 +418,7 @@ def _kill_processes_using(profile_url: str) -> None:
         with contextlib.suppress(OSError):
             args = (entry / "cmdline").read_bytes().split(b"\0")
             if marker in args:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
+                with contextlib.suppress(ProcessLookupError):
                     group = os.getpgid(int(entry.name))
                     if group != os.getpgrp():  # never our own group
-                        os.killpg(group, signal.SIGKILL)
+                        kill_group(group)

@@ -89,10 +89,13 @@ def stderr_tail(stderr: bytes, limit: int = _STDERR_TAIL_CHARS) -> str:
     return text[-limit:]
 
 
-def _kill_group(pid: int) -> None:
-    # start_new_session=True made the child a session and group leader: its pgid is its pid.
+def kill_group(pgid: int) -> None:
+    """SIGKILL a whole process group; one already gone is fine.
+
+    A tool started with start_new_session=True leads its own group: its pgid is its pid.
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pgid, signal.SIGKILL)
 
 
 async def run_tool(
@@ -137,7 +140,7 @@ async def run_tool(
         async with asyncio.timeout(timeout):
             stdout, stderr = await proc.communicate()
     except TimeoutError:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         await _reap(proc)
         logger.warning(
             "tool timed out; process group killed",
@@ -150,7 +153,7 @@ async def run_tool(
         ) from None
     except BaseException:
         # Cancellation (or anything else): never leave the group running behind us.
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         await _reap(proc)
         raise
 
