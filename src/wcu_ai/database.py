@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from wcu_ai.errors import DatabaseUnavailableError, MigrationError
-from wcu_ai.settings import Settings, redact_url
+from wcu_ai.settings import Settings
 
 
 def connect_kwargs(settings: Settings) -> dict[str, Any]:
@@ -47,8 +47,7 @@ def sqlalchemy_url(settings: Settings) -> str:
 def unavailable(settings: Settings, exc: BaseException) -> DatabaseUnavailableError:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return DatabaseUnavailableError(
-        f"cannot connect to the database at {redact_url(settings.database_url or '')} "
-        f"(DATABASE_URL): {reason}"
+        f"cannot connect to the database at {settings.database_url_redacted} (DATABASE_URL): {reason}"
     )
 
 

@@ -19,9 +19,6 @@ from wcu_ai.errors import ConfigError
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-# Env var name for each field whose name is not simply WCU_<FIELD>.
-_ALIASES = {"database_url": "DATABASE_URL"}
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WCU_", extra="ignore", frozen=True)
@@ -117,11 +114,13 @@ class Settings(BaseSettings):
         return redact_url(self.database_url or "")
 
 
-def env_name(field: str) -> str:
-    """The environment variable behind a settings field (or its alias)."""
-    if field.isupper():
-        return field
-    return _ALIASES.get(field, f"WCU_{field.upper()}")
+def env_name(loc: str) -> str:
+    """The environment variable behind a validation error's location.
+
+    pydantic reports an aliased field (DATABASE_URL) under its alias, which is the variable
+    itself; every other field is read from WCU_<FIELD>.
+    """
+    return f"WCU_{loc.upper()}" if loc in Settings.model_fields else loc
 
 
 def redact_url(url: str) -> str:

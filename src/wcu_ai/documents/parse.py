@@ -25,15 +25,21 @@ from wcu_ai.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+_SETTINGS = Settings.model_fields
+
+
 @dataclass(frozen=True, slots=True)
 class DocumentLimits:
-    """The limits one document is held to (WCU_UPLOAD_MAX_BYTES, WCU_DOC_* settings)."""
+    """The limits one document is held to (WCU_UPLOAD_MAX_BYTES, WCU_DOC_* settings).
 
-    max_pages: int = 2000
-    timeout_seconds: float = 300.0
-    docx_max_uncompressed_bytes: int = 200 * 1024 * 1024
-    max_pdf_bytes: int = 200 * 1024 * 1024
-    max_input_bytes: int = 50 * 1024 * 1024
+    The defaults are the settings' own, so the two cannot drift apart.
+    """
+
+    max_pages: int = _SETTINGS["doc_max_pages"].default
+    timeout_seconds: float = _SETTINGS["doc_timeout_seconds"].default
+    docx_max_uncompressed_bytes: int = _SETTINGS["docx_max_uncompressed_bytes"].default
+    max_pdf_bytes: int = _SETTINGS["doc_max_pdf_bytes"].default
+    max_input_bytes: int = _SETTINGS["upload_max_bytes"].default
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DocumentLimits:
