@@ -94,6 +94,8 @@ def get_agent(agent_id: str, catalog: CatalogDep) -> AgentInfo:
 AgentDep = Annotated[AgentInfo, Depends(get_agent)]
 Limit = Annotated[int, Query(ge=1, le=100)]
 Page = Annotated[int, Query(ge=1)]
+# The same bounds as AgentRunCreate.user_id.
+UserId = Annotated[str, Query(min_length=1, max_length=200)]
 
 
 def _time(epoch: int | None) -> datetime | None:
@@ -228,7 +230,7 @@ async def _stream(
 async def list_sessions(
     agent: AgentDep,
     catalog: CatalogDep,
-    user_id: Annotated[str, Query(min_length=1, max_length=200)],
+    user_id: UserId,
     limit: Limit = 20,
     page: Page = 1,
 ) -> AgentSessionPage:
@@ -242,7 +244,7 @@ async def get_session(
     session_id: str,
     agent: AgentDep,
     catalog: CatalogDep,
-    user_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    user_id: UserId | None = None,
 ) -> AgentSessionHistory:
     """A session's history: each run's message, reply and citations, oldest first."""
     session = await _owned_session(catalog, agent, session_id, user_id)
@@ -266,7 +268,7 @@ async def delete_session(
     session_id: str,
     agent: AgentDep,
     catalog: CatalogDep,
-    user_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    user_id: UserId | None = None,
 ) -> Response:
     session = await _owned_session(catalog, agent, session_id, user_id)
     if session is None or not await catalog.delete_session(session_id):
