@@ -24,7 +24,7 @@ class ConfigError(WcuError):
 
 
 class DatabaseUnavailableError(WcuError):
-    """The database could not be reached."""
+    """the database is unavailable; retry later"""
 
 
 class MigrationError(WcuError):

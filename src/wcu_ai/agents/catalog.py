@@ -154,7 +154,7 @@ class AgentCatalog:
         try:
             return await asyncio.to_thread(call, *args, **kwargs)
         except OperationalError:
-            raise DatabaseUnavailableError("the database is unavailable; retry later") from None
+            raise DatabaseUnavailableError() from None
 
     async def session(self, session_id: str) -> AgentSession | None:
         from agno.db.base import SessionType

@@ -155,7 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
             "database unavailable during a request",
             extra={"action": "api.db_unavailable", "error": str(exc).strip().split("\n")[0]},
         )
-        return JSONResponse({"detail": "the database is unavailable; retry later"}, status_code=503)
+        return await wcu_error(request, DatabaseUnavailableError())
 
     @app.exception_handler(psycopg.DataError)
     async def invalid_data(request: Request, exc: psycopg.DataError) -> JSONResponse:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from wcu_ai.settings import Settings
 
@@ -22,14 +22,10 @@ def get_pool(request: Request) -> AsyncConnectionPool:
 
 
 async def get_conn(request: Request) -> AsyncIterator[AsyncConnection[Any]]:
+    # No connection in time (PoolTimeout) or a server gone mid-request: api/app.py answers 503.
     pool: AsyncConnectionPool = request.state.pool
-    try:
-        async with pool.connection() as conn:
-            yield conn
-    except PoolTimeout:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "the database is unavailable; retry later"
-        ) from None
+    async with pool.connection() as conn:
+        yield conn
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -13,10 +13,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-from psycopg_pool import PoolTimeout
 
 from wcu_ai.agents.catalog import (
     AgentCatalog,
@@ -71,14 +69,10 @@ CatalogDep = Annotated[AgentCatalog, Depends(get_catalog)]
 async def require_database(pool: PoolDep, catalog: CatalogDep) -> None:
     """Agno's storage reads a database it cannot reach as tables that do not exist: reads would
     answer empty and a run would not be saved. The pool checks a connection before lending it.
-    (After the catalog: without a model the answer is the 503 naming WCU_AGENT_MODEL.)"""
-    try:
-        async with pool.connection():
-            pass
-    except (PoolTimeout, psycopg.OperationalError):
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "the database is unavailable; retry later"
-        ) from None
+    (After the catalog: without a model the answer is the 503 naming WCU_AGENT_MODEL.) A connection
+    that cannot be had raises psycopg's OperationalError, which api/app.py answers with 503."""
+    async with pool.connection():
+        pass
 
 
 router = APIRouter(tags=["agents"], dependencies=[Depends(require_database)])
