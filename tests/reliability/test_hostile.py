@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from tests.api.conftest import ServiceStack, service_stack
-from tests.conftest import API_KEY, fresh_database, run_cli, service_environ, tools_required, wait_http
+from tests.conftest import API_KEY, fresh_database, run_cli, service_environ, skip_or_fail, wait_http
 from tests.factories import make_docx, make_garbage, make_pdf, make_zip_bomb
 from tests.reliability.harness import LocalPostgres, Procs
 
@@ -292,10 +292,7 @@ def _deeply_nested_pdf(path: Path, depth: int) -> Path:
 def _schemathesis() -> list[str]:
     script = Path(sys.executable).with_name("st")
     if not script.exists():
-        message = "schemathesis is not installed (the dev group needs it: see tests/reliability)"
-        if tools_required():
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("schemathesis is not installed (the dev group has it: uv sync)")
     return [str(script)]
 
 
