@@ -82,6 +82,16 @@ class ToolTimeoutError(ToolError):
         self.timeout = timeout
 
 
+class ToolOutputLimitError(ToolError):
+    """An external tool wrote more than the output allowed; its whole process group was killed."""
+
+    def __init__(
+        self, message: str | None = None, *, argv: list[str] | None = None, limit_bytes: int = 0
+    ) -> None:
+        super().__init__(message, argv=argv, returncode=None)
+        self.limit_bytes = limit_bytes
+
+
 class EncryptedDocumentError(DocumentError):
     """The PDF is password-protected: remove the password and upload it again."""
 

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     db_schema: str = "public"
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The longest one statement of a request may run (API pool, agents' storage); 0 turns it off.
+    db_statement_timeout_seconds: float = Field(default=30.0, ge=0)
 
     api_host: str = "0.0.0.0"  # noqa: S104 - the API listens behind a load balancer
     api_port: int = Field(default=8000, ge=1, le=65535)

@@ -11,8 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from wcu_ai.documents.process import REQUIRED_TOOLS, find_tools, missing_tools, run_tool, tool_env
-from wcu_ai.errors import ToolError, ToolMissingError, ToolTimeoutError
+from wcu_ai.documents.process import (
+    REQUIRED_TOOLS,
+    ToolLimits,
+    find_tools,
+    limited_argv,
+    missing_tools,
+    run_tool,
+    tool_env,
+)
+from wcu_ai.errors import ToolError, ToolMissingError, ToolOutputLimitError, ToolTimeoutError
 
 # A child that starts a grandchild, records both pids, then both sleep: the timeout must kill both.
 FAMILY = textwrap.dedent(
@@ -140,7 +148,7 @@ def test_find_tools_and_missing_tools_follow_path(tmp_path: Path) -> None:
     tool.write_text("#!/bin/sh\n")
     tool.chmod(0o755)
     assert find_tools(str(fake))["pdfinfo"] == str(tool)
-    assert missing_tools(str(fake)) == ["soffice", "pdftotext"]
+    assert missing_tools(str(fake)) == ["soffice", "pdftotext", "prlimit"]
 
 
 def test_tool_env_is_private_and_has_no_secrets(tmp_path: Path) -> None:
@@ -180,3 +188,81 @@ def test_tool_runs_with_given_cwd_and_env(tmp_path: Path) -> None:
         )
     )
     assert result.stdout_text.split() == [str(tmp_path), str(tmp_path)]
+
+
+# -- limits -------------------------------------------------------------------------------------
+
+# Prints its own limits, as the kernel holds them for the process and for a child it starts.
+SHOW_LIMITS = textwrap.dedent(
+    """
+    import resource, subprocess, sys
+    mine = [resource.getrlimit(r)[0] for r in (resource.RLIMIT_AS, resource.RLIMIT_CPU, resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE)]
+    child = subprocess.run([sys.executable, "-c", "import resource; print(resource.getrlimit(resource.RLIMIT_AS)[0])"], capture_output=True, text=True).stdout.strip()
+    print(*mine, child)
+    """
+)
+
+
+def test_limits_hold_for_the_tool_and_its_children() -> None:
+    limits = ToolLimits(memory_bytes=1 << 30, cpu_seconds=7, file_bytes=1 << 20, open_files=64)
+    result = asyncio.run(run_tool([sys.executable, "-c", SHOW_LIMITS], timeout=30, limits=limits))
+    assert result.stdout_text.split() == [str(1 << 30), "7", str(1 << 20), "64", str(1 << 30)]
+
+
+def test_a_tool_over_its_memory_limit_fails_instead_of_growing() -> None:
+    grow = "b = bytearray(512 * 1024 * 1024); print(len(b))"
+    with pytest.raises(ToolError) as caught:
+        asyncio.run(
+            run_tool([sys.executable, "-c", grow], timeout=30, limits=ToolLimits(memory_bytes=256 << 20))
+        )
+    assert "MemoryError" in caught.value.stderr_tail
+    # the same program without the limit succeeds: the limit, not the program, stopped it
+    assert asyncio.run(run_tool([sys.executable, "-c", grow], timeout=30)).stdout_text.strip() == str(
+        512 << 20
+    )
+
+
+def test_a_tool_over_its_cpu_limit_is_stopped_by_the_kernel() -> None:
+    spin = "while True: pass"
+    started = time.monotonic()
+    with pytest.raises(ToolError) as caught:
+        asyncio.run(run_tool([sys.executable, "-c", spin], timeout=60, limits=ToolLimits(cpu_seconds=1)))
+    assert caught.value.returncode is not None and caught.value.returncode < 0  # SIGXCPU or SIGKILL
+    assert not isinstance(caught.value, ToolTimeoutError)
+    assert time.monotonic() - started < 30
+
+
+def test_output_past_the_cap_stops_the_tool_without_buffering_it(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    # Writes without end; the cap must end it long before the timeout.
+    endless = f"import os, sys; open({str(pid_file)!r}, 'w').write(str(os.getpid())); [sys.stdout.write('x' * 65536) for _ in iter(int, 1)]"
+
+    async def scenario() -> bool:
+        with pytest.raises(ToolOutputLimitError) as caught:
+            await run_tool([sys.executable, "-c", endless], timeout=60, max_stdout_bytes=1 << 20)
+        assert caught.value.limit_bytes == 1 << 20
+        return await asyncio.to_thread(_wait_gone, int(pid_file.read_text()))
+
+    assert asyncio.run(scenario()), "the tool outlived its output cap"
+
+
+def test_output_up_to_the_cap_is_returned_whole() -> None:
+    exact = "import sys; sys.stdout.write('y' * 100000)"
+    result = asyncio.run(run_tool([sys.executable, "-c", exact], timeout=30, max_stdout_bytes=100000))
+    assert result.stdout == b"y" * 100000
+
+
+def test_endless_stderr_is_kept_to_its_tail() -> None:
+    noisy = "import sys; [sys.stderr.write('warning ' * 1000 + '\\n') for _ in range(2000)]; sys.stderr.write('last words\\n'); sys.exit(1)"
+    with pytest.raises(ToolError) as caught:
+        asyncio.run(run_tool([sys.executable, "-c", noisy], timeout=30))
+    assert caught.value.stderr_tail.endswith("last words")
+
+
+def test_limits_need_prlimit_and_never_run_without_it(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    with pytest.raises(ToolMissingError, match="prlimit"):
+        limited_argv(["pdftotext"], ToolLimits(cpu_seconds=1), path=str(empty))
+    assert limited_argv(["pdftotext", "-v"], None) == ["pdftotext", "-v"]
+    assert limited_argv(["pdftotext", "-v"], ToolLimits()) == ["pdftotext", "-v"]
