@@ -5,6 +5,8 @@
   python,
   py,
   images,
+  # this system's push scripts (nix/push.nix)
+  push,
 }:
 let
   inherit (images) api-image runner-image;
@@ -21,6 +23,8 @@ let
       ${script}
     '';
   jqCheck = name: mkCheck name [ pkgs.jq ];
+
+  fixtures = import ./fixtures.nix { inherit pkgs; };
 
   # Every .nix file of the repository, for the formatting check.
   nixFiles = lib.fileset.toSource {
@@ -100,10 +104,9 @@ in
       export FONTCONFIG_FILE=${images.fontsConf}
       export WCU_TEST_DATABASE_URL="postgresql:///$PGDATABASE?host=$PGHOST"
       # `wcu-ai dev` on its embedded PostgreSQL (pgserver) is a developer convenience
-      # that no image contains; pgserver is not in this environment (no linux-aarch64
-      # wheel) and the sandbox has no /tmp for its socket. The runner-as-PID-1 tests need
-      # root to create PID namespaces; the VM test runs the real image as PID 1 instead.
-      # .ci/run runs both.
+      # that no image contains, and pgserver is not in this environment (no linux-aarch64
+      # wheel). The runner-as-PID-1 tests need root to create PID namespaces; the VM test
+      # runs the real image as PID 1 instead. .ci/run runs both.
       pytest -p no:cacheprovider -m "not embedded_postgres and not pid_namespace"
       runHook postCheck
     '';
@@ -156,7 +159,8 @@ in
     touch $out
   '';
 
-  # The fonts LibreOffice needs for Office documents are found through FONTCONFIG_FILE.
+  # The fonts LibreOffice needs for Office documents are found through FONTCONFIG_FILE,
+  # and fontconfig's metric aliases apply: a DOCX in Calibri is laid out in Carlito.
   runner-fonts = mkCheck "check-runner-fonts" [ fontconfigBin ] ''
     export HOME=$TMPDIR
     export FONTCONFIG_FILE=${images.fontsConf}
@@ -164,8 +168,38 @@ in
     for family in "Liberation Sans" "Liberation Serif" Carlito Caladea "DejaVu Sans"; do
       grep -q "$family" families.txt || { echo "missing font $family" >&2; exit 1; }
     done
+    for alias in Calibri:Carlito Cambria:Caladea Arial:"Liberation Sans" "Times New Roman":"Liberation Serif"; do
+      got=$(fc-match -f '%{family[0]}' "''${alias%%:*}")
+      [ "$got" = "''${alias#*:}" ] || { echo "fc-match ''${alias%%:*}: $got, not ''${alias#*:}" >&2; exit 1; }
+    done
     touch $out
   '';
 
-  vm = import ./vm-test.nix { inherit pkgs images; };
+  # The runner's document tools, on the image's PATH: OCR of a rendered PDF page reads
+  # the text back (pdftoppm + tesseract with English data), prlimit runs.
+  runner-tools = mkCheck "check-runner-tools" [ ] ''
+    export HOME=$TMPDIR
+    export PATH=${images.runnerPath}
+    export FONTCONFIG_FILE=${images.fontsConf}
+    for tool in soffice pdftotext pdfinfo pdftoppm tesseract prlimit; do
+      command -v "$tool" || { echo "runner image: $tool is not on PATH" >&2; exit 1; }
+    done
+    tesseract --list-langs | grep -qx eng
+    prlimit --as=4294967296 --cpu=60 -- pdfinfo ${fixtures}/sample.pdf
+    pdftoppm -r 200 -png -f 1 -l 1 ${fixtures}/sample.pdf page
+    tesseract page-1.png - -l eng | tee ocr.txt
+    grep -qi "integration test document" ocr.txt
+    touch $out
+  '';
+
+  # The push apps find every tool they run on their own PATH (they do not inherit the
+  # caller's): cosign is looked up by name in nix/push.nix, so this fails a real build
+  # that lacks it.
+  push-tools = mkCheck "check-push-tools" [ ] ''
+    ${lib.getExe push.pushScript} --check-tools
+    ${lib.getExe push.manifestScript} --check-tools
+    touch $out
+  '';
+
+  vm = import ./vm-test.nix { inherit pkgs lib images; };
 }

@@ -116,7 +116,24 @@ let
       pkgs.dejavu_fonts
     ]
     ++ officeFonts;
+    # fontconfig's own rules (30-metric-aliases.conf: Calibri -> Carlito, Arial ->
+    # Liberation Sans, ...). The default, /etc/fonts/conf.d, does not exist in the image.
+    includes = [ "${pkgs.fontconfig.out}/etc/fonts/conf.d" ];
   };
+
+  # OCR for scanned PDFs: pdftoppm (poppler-utils) renders, tesseract reads. The default
+  # tesseract5 carries every language's data; only English is kept (WCU_OCR_LANGUAGES
+  # defaults to eng; add languages here to allow more). prlimit runs every document tool
+  # under kernel limits; util-linuxMinimal's `bin` output is the smallest that has it (its
+  # `lib` output is in LibreOffice's closure already, through glib's libmount).
+  # tesseract5 and util-linuxMinimal are not in the offline stand-in nixpkgs (they are
+  # pkgs/applications/graphics/tesseract and pkgs/top-level/all-packages.nix there):
+  # looked up by name, and checks.<system>.runner-tools fails a real build without them.
+  ocrLanguages = [ "eng" ];
+  ocr = lib.optional (pkgs ? tesseract5) (
+    pkgs.tesseract5.override { enableLanguages = ocrLanguages; }
+  );
+  prlimit = lib.optional (pkgs ? util-linuxMinimal) (lib.getBin pkgs.util-linuxMinimal);
 
   # libreoffice-still: the build Hydra caches (no Writer-only or headless variant exists;
   # overriding the unwrapped build means hours of compiling). The -qt variants add
@@ -127,12 +144,17 @@ let
   office = pkgs.libreoffice-still.override { dbusVerify = false; };
   popplerUtils = pkgs.poppler-utils;
 
-  # soffice, pdftotext and pdfinfo are looked up on PATH by the runner.
-  runnerPath = lib.makeBinPath [
-    app
-    office
-    popplerUtils
-  ];
+  # soffice, pdftotext, pdfinfo, pdftoppm, tesseract and prlimit are looked up on PATH by
+  # the runner.
+  runnerPath = lib.makeBinPath (
+    [
+      app
+      office
+      popplerUtils
+    ]
+    ++ ocr
+    ++ prlimit
+  );
 
   mkImage =
     {
@@ -181,8 +203,11 @@ let
 
   runner-image = mkImage {
     name = "wcu-ai-task-runner";
-    description = "wcu-ai singleton task runner (documents: LibreOffice, poppler)";
+    description = "wcu-ai singleton task runner (documents: LibreOffice, poppler, tesseract)";
     entrypoint = "runner";
+    # Prometheus metrics when WCU_RUNNER_METRICS_PORT is set (9464 recommended; off by
+    # default). The API's metrics are on its own port, 8000.
+    extraConfig.ExposedPorts."9464/tcp" = { };
     extraEnv = [
       "PATH=${runnerPath}"
       "FONTCONFIG_FILE=${fontsConf}"
@@ -202,6 +227,7 @@ in
     fontsConf
     office
     popplerUtils
+    runnerPath
     uid
     home
     ;

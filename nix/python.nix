@@ -4,7 +4,8 @@
 #   production venv  = the project with its dependencies and provider extras (no group)
 #   app              = mkApplication: only the project's own files (bin/wcu-ai), linking
 #                      into the venv, so images carry no activation scripts or pip.
-#   devVenv          = the project plus its dev group, for the checks (pytest, ruff).
+#   devVenv          = the project with its extras and its dev group, for the checks (pytest,
+#                      ruff) and the SBOMs (cyclonedx-py).
 {
   lib,
   pyproject-nix,
@@ -75,7 +76,15 @@ in
       # every extra (the provider SDKs behind WCU_AGENT_MODEL and WCU_EMBEDDER, so one image
       # works with any of them) and no dependency group: "dev" and "bench" never reach
       # production (uv2nix lib/workspace.nix: optionals = attrNames optional-dependencies).
-      venv = pythonSet.mkVirtualEnv "wcu-ai-env" workspace.deps.optionals;
+      production = workspace.deps.optionals;
+      # The Python packages of the venv (one derivation each): nix/sbom.nix lists the file
+      # each was installed from, and CI rebuilds them to prove they are reproducible.
+      venvPackages = pythonSet.resolveVirtualEnv production;
+      venv = (pythonSet.mkVirtualEnv "wcu-ai-env" production).overrideAttrs (old: {
+        passthru = (old.passthru or { }) // {
+          pythonPackages = venvPackages;
+        };
+      });
 
       app = (pkgs.callPackage pyproject-nix.build.util { }).mkApplication {
         inherit venv;
@@ -97,12 +106,16 @@ in
           });
         }
       );
-      devVenv = testSet.mkVirtualEnv "wcu-ai-dev-env" { ${projectName} = [ "dev" ]; };
+      # The provider extras too, so the tests exercise the SDK code paths the images carry.
+      devVenv = testSet.mkVirtualEnv "wcu-ai-dev-env" {
+        ${projectName} = production.${projectName} ++ [ "dev" ];
+      };
     in
     {
       inherit
         pythonSet
         venv
+        venvPackages
         app
         devVenv
         ;
