@@ -179,11 +179,12 @@ in
   # the text back (pdftoppm + tesseract with English data), prlimit runs.
   runner-tools = mkCheck "check-runner-tools" [ ] ''
     export HOME=$TMPDIR
-    export PATH=${images.runnerPath}
     export FONTCONFIG_FILE=${images.fontsConf}
     for tool in soffice pdftotext pdfinfo pdftoppm tesseract prlimit; do
-      command -v "$tool" || { echo "runner image: $tool is not on PATH" >&2; exit 1; }
+      PATH=${images.runnerPath} command -v "$tool" || { echo "runner image: $tool is not on PATH" >&2; exit 1; }
     done
+    # The image's PATH first; the sandbox's own tools (grep, tee, touch) after it.
+    export PATH=${images.runnerPath}:$PATH
     tesseract --list-langs | grep -qx eng
     prlimit --as=4294967296 --cpu=60 -- pdfinfo ${fixtures}/sample.pdf
     pdftoppm -r 200 -png -f 1 -l 1 ${fixtures}/sample.pdf page

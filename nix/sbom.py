@@ -87,7 +87,13 @@ def python_components(environment: dict, artifacts: list[dict], lock: dict) -> l
     seen = set()
     components = []
     problems = []
-    for component in environment.get("components", []):
+    found = list(environment.get("components", []))
+    # With --pyproject, cyclonedx-py reports the project as the root component, not in
+    # `components`: it is a distribution of the venv all the same.
+    root = environment.get("metadata", {}).get("component")
+    if root and "version" in root and all(c["name"] != root["name"] for c in found):
+        found.append(root | {"bom-ref": f"{root['name']}=={root['version']}"})
+    for component in found:
         key = (normalise(component["name"]), component.get("version", ""))
         artifact = wanted.get(key)
         if artifact is None:
@@ -181,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"sbom: {error}\n")
         return 1
     args.output.write_text(json.dumps(bom, indent=1, sort_keys=True) + "\n")
-    python = sum(1 for c in bom["components"] if c.get("purl", "").startswith("pkg:pypi/"))
-    store = len(bom["components"]) - python
+    store = sum(1 for c in bom["components"] if c["bom-ref"].startswith("/nix/store/"))
+    python = len(bom["components"]) - store
     sys.stdout.write(f"sbom: {args.output}: {python} Python distributions, {store} store paths\n")
     return 0
 

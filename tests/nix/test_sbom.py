@@ -85,24 +85,20 @@ def environment_report(tmp_path_factory):
     dist_info(site, "alpha-lib", "1.0")
     dist_info(site, "beta", "2.0")
     dist_info(site, "wcu-ai-server", "0.1.0")
-    report = directory / "env.cdx.json"
-    subprocess.run(
-        [
-            str(CYCLONEDX),
-            "environment",
-            "--output-reproducible",
-            "-o",
-            str(report),
-            str(venv / "bin" / "python"),
-        ],
-        check=True,
-    )
-    return report.read_text()
+    (directory / "pyproject.toml").write_text('[project]\nname = "wcu-ai-server"\nversion = "0.1.0"\n')
+    reports = {}
+    # As nix/sbom.nix runs it (the project as root component, from pyproject.toml) and without.
+    for kind, extra in (("pyproject", ["--pyproject", str(directory / "pyproject.toml")]), ("plain", [])):
+        report = directory / f"{kind}.cdx.json"
+        command = [str(CYCLONEDX), "environment", "--output-reproducible", *extra, "-o", str(report)]
+        subprocess.run([*command, str(venv / "bin" / "python")], check=True)
+        reports[kind] = report.read_text()
+    return reports
 
 
-@pytest.fixture
-def inputs(tmp_path, environment_report):
-    (tmp_path / "env.cdx.json").write_text(environment_report)
+@pytest.fixture(params=["pyproject", "plain"])
+def inputs(request, tmp_path, environment_report):
+    (tmp_path / "env.cdx.json").write_text(environment_report[request.param])
     (tmp_path / "uv.lock").write_text(LOCK)
     docker_archive(tmp_path / "image.tar.gz")
     artifacts = [
@@ -133,7 +129,8 @@ def test_every_distribution_carries_the_lock_hash_and_every_store_path_is_listed
         "name": "wcu-ai-api",
         "version": "abc123",
     }
-    by_name = {c["name"]: c for c in bom["components"] if "purl" in c}
+    by_name = {c["name"]: c for c in bom["components"] if not c["bom-ref"].startswith("/nix/store/")}
+    assert sorted(by_name) == ["alpha-lib", "beta", "wcu-ai-server"]
     assert by_name["alpha-lib"]["hashes"] == [{"alg": "SHA-256", "content": ALPHA_SHA}]
     assert by_name["beta"]["hashes"] == [{"alg": "SHA-256", "content": BETA_SHA}]
     assert "hashes" not in by_name["wcu-ai-server"]
