@@ -21,6 +21,7 @@ from wcu_ai.task_runner.leader import Leadership
 from wcu_ai.task_runner.shutdown import stop_event_on_signals
 from wcu_ai.task_runner.worker import Worker
 from wcu_ai.tasks.registry import TaskRegistry, diagnostic_registry
+from wcu_ai.tasks.retention import PRUNE_TASK, prune_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def build_registry(settings: Settings) -> tuple[TaskRegistry, contextlib.AsyncEx
     registry.register(PARSE_TASK, parser.handle)
     resources.callback(parser.close)
     registry.register(METRICS_TASK, calculate_agent_metrics)
+    registry.register(PRUNE_TASK, prune_tasks)
     return registry, resources
 
 

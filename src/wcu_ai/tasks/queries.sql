@@ -100,3 +100,25 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(before_ts)s::timestamptz IS NULL OR (created_at, id) < (%(before_ts)s, %(before_id)s::uuid))
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
+
+-- name: prune_cutoff
+-- One cutoff from the database's clock for a whole prune: every batch and the dry run's count
+-- judge the same rows.
+SELECT now() - make_interval(secs => %(older_than)s) AS cutoff;
+
+-- name: count_prunable
+SELECT count(*) AS n FROM ai_server_tasks
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < %(cutoff)s;
+
+-- name: prune_batch
+-- The oldest finished tasks, at most `limit`, through ai_server_tasks_finished_idx (its predicate
+-- is repeated exactly, so the planner can use it). SKIP LOCKED: a batch never waits on a row
+-- another transaction holds (a concurrent prune, an operator's retry).
+DELETE FROM ai_server_tasks WHERE id IN (
+    SELECT id FROM ai_server_tasks
+    WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < %(cutoff)s
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+);
+

@@ -145,6 +145,24 @@ async def list_tasks(
     return [Task.from_row(r) for r in await (await conn.execute(Q["list"], params)).fetchall()]
 
 
+async def prune_cutoff(conn: AsyncConnection[Any], older_than_seconds: float) -> datetime:
+    """The database's now() less `older_than_seconds`: tasks finished before it may be pruned."""
+    row = await (await conn.execute(Q["prune_cutoff"], {"older_than": older_than_seconds})).fetchone()
+    assert row is not None
+    return row["cutoff"]
+
+
+async def count_prunable(conn: AsyncConnection[Any], cutoff: datetime) -> int:
+    row = await (await conn.execute(Q["count_prunable"], {"cutoff": cutoff})).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+async def prune_batch(conn: AsyncConnection[Any], cutoff: datetime, limit: int) -> int:
+    """Deletes at most `limit` of the tasks finished before `cutoff`, oldest first; returns how many."""
+    return (await conn.execute(Q["prune_batch"], {"cutoff": cutoff, "limit": limit})).rowcount
+
+
 def jsonable(value: Any) -> Any:
     """Handler results are stored as JSON; anything else is stored as its string form."""
     return json.loads(json.dumps(value, default=str))
