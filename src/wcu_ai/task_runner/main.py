@@ -13,6 +13,7 @@ from wcu_ai.agents.metrics import METRICS_TASK, calculate_agent_metrics
 from wcu_ai.database import open_pool
 from wcu_ai.documents.handlers import DocumentParser
 from wcu_ai.documents.store import PARSE_TASK
+from wcu_ai.documents.sweep import SWEEP_TASK, sweep_stuck_documents
 from wcu_ai.embeddings import build_embedder
 from wcu_ai.errors import DatabaseUnavailableError
 from wcu_ai.settings import Settings
@@ -38,6 +39,7 @@ def build_registry(settings: Settings) -> tuple[TaskRegistry, contextlib.AsyncEx
     resources.callback(parser.close)
     registry.register(METRICS_TASK, calculate_agent_metrics)
     registry.register(PRUNE_TASK, prune_tasks)
+    registry.register(SWEEP_TASK, sweep_stuck_documents)
     return registry, resources
 
 
