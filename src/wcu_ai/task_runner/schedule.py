@@ -120,7 +120,10 @@ class Scheduler:
     async def run(self, stop: asyncio.Event, lost: asyncio.Event) -> None:
         """Looks for due runs every WCU_RUNNER_POLL_SECONDS until stop or lost is set."""
         added = False
-        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())]
+        waiters = [
+            asyncio.create_task(stop.wait(), name="scheduler-stop"),
+            asyncio.create_task(lost.wait(), name="scheduler-lost"),
+        ]
         try:
             while not stop.is_set() and not lost.is_set():
                 try:
