@@ -20,6 +20,7 @@ def test_defaults_match_the_documented_ones() -> None:
     assert (settings.api_host, settings.api_port, settings.db_schema) == ("0.0.0.0", 8000, "public")
     assert settings.api_keys == ()
     assert settings.database_url is None
+    assert settings.task_retention_days == 30
 
 
 def test_api_keys_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,6 +37,7 @@ def test_api_keys_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
         ("WCU_API_KEYS", "short"),
         ("DATABASE_URL", "mysql://user:hunter2hunter2@db/app"),
         ("WCU_RUNNER_CONCURRENCY", "0"),
+        ("WCU_TASK_RETENTION_DAYS", "-1"),
     ],
 )
 def test_a_bad_value_names_its_variable_and_not_its_value(

@@ -11,6 +11,9 @@ from __future__ import annotations
 class WcuError(Exception):
     """The WeconnectU AI Server failed."""
 
+    #: What `wcu-ai` exits with when this error ends a command.
+    exit_code = 1
+
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__doc__ or type(self).__name__).strip())
 
@@ -29,6 +32,18 @@ class DatabaseUnavailableError(WcuError):
 
 class MigrationError(WcuError):
     """A database migration could not be applied."""
+
+
+class TaskNotFoundError(WcuError):
+    """No task has that id: check it with GET /v1/tasks."""
+
+    exit_code = 3
+
+
+class TaskStateError(WcuError):
+    """The task is in a state that does not allow this operation."""
+
+    exit_code = 4
 
 
 class TaskError(WcuError):

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     task_max_attempts: int = Field(default=3, ge=1, le=100)
     task_retry_base_seconds: float = Field(default=5.0, ge=0)
     task_retry_max_seconds: float = Field(default=600.0, ge=0)
+    # Finished tasks older than this are deleted by the runner's retention schedule; 0 keeps them.
+    task_retention_days: int = Field(default=30, ge=0, le=36500)
 
     upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     doc_max_pages: int = Field(default=2000, ge=1)

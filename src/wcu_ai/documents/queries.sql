@@ -99,3 +99,22 @@ JOIN parsed_documents d ON d.id = c.document_id AND d.status = 'parsed'
 WHERE c.embedding_dims = {dims} AND c.embedding_model = %(model)s
 ORDER BY c.embedding::vector({dims}) <=> %(embedding)s::vector({dims})
 LIMIT %(limit)s;
+
+-- name: stuck_documents
+-- Documents waiting on a parse that will never come: their task is gone (task_id has no foreign
+-- key, so a pruned or deleted task leaves it dangling) or ended failed or cancelled while the
+-- document still says queued or parsing (a runner killed during the last attempt, an operator's
+-- cancel). Read through parsed_documents_unfinished_idx (migration 0006).
+-- FOR UPDATE OF d SKIP LOCKED: a document a parse holds right now is left to the next sweep.
+SELECT d.id, d.task_id, t.status AS task_status, t.last_error AS task_error
+FROM parsed_documents d
+LEFT JOIN ai_server_tasks t ON t.id = d.task_id
+WHERE d.status IN ('queued', 'parsing') AND (t.id IS NULL OR t.status IN ('failed', 'cancelled'))
+ORDER BY d.created_at
+LIMIT %(limit)s
+FOR UPDATE OF d SKIP LOCKED;
+
+-- name: requeue_document
+UPDATE parsed_documents
+SET status = 'queued', failure_reason = NULL, task_id = %(task_id)s, updated_at = now()
+WHERE id = %(id)s;

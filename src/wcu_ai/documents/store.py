@@ -122,6 +122,16 @@ async def set_status(
     await conn.execute(Q[query], {"id": document_id, "reason": reason})
 
 
+async def stuck_documents(conn: AsyncConnection[Any], *, limit: int) -> list[dict[str, Any]]:
+    """Queued or parsing documents whose task is gone, failed or cancelled, row-locked (caller's transaction)."""
+    return await (await conn.execute(Q["stuck_documents"], {"limit": limit})).fetchall()
+
+
+async def requeue(conn: AsyncConnection[Any], document_id: UUID, task_id: UUID) -> None:
+    """Queued again under a new parse task."""
+    await conn.execute(Q["requeue_document"], {"id": document_id, "task_id": task_id})
+
+
 async def save_parsed(
     conn: AsyncConnection[Any],
     document_id: UUID,

@@ -13,14 +13,17 @@ from wcu_ai.agents.metrics import METRICS_TASK, calculate_agent_metrics
 from wcu_ai.database import open_pool
 from wcu_ai.documents.handlers import DocumentParser
 from wcu_ai.documents.store import PARSE_TASK
+from wcu_ai.documents.sweep import SWEEP_TASK, sweep_stuck_documents
 from wcu_ai.embeddings import build_embedder
 from wcu_ai.errors import DatabaseUnavailableError
 from wcu_ai.settings import Settings
 from wcu_ai.task_runner.initialize import initialize_database
 from wcu_ai.task_runner.leader import Leadership
+from wcu_ai.task_runner.schedule import Scheduler, builtin_schedules
 from wcu_ai.task_runner.shutdown import stop_event_on_signals
 from wcu_ai.task_runner.worker import Worker
 from wcu_ai.tasks.registry import TaskRegistry, diagnostic_registry
+from wcu_ai.tasks.retention import PRUNE_TASK, prune_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ def build_registry(settings: Settings) -> tuple[TaskRegistry, contextlib.AsyncEx
     registry.register(PARSE_TASK, parser.handle)
     resources.callback(parser.close)
     registry.register(METRICS_TASK, calculate_agent_metrics)
+    registry.register(PRUNE_TASK, prune_tasks)
+    registry.register(SWEEP_TASK, sweep_stuck_documents)
     return registry, resources
 
 
@@ -62,7 +67,10 @@ async def run_runner(settings: Settings) -> int:
             try:
                 async with open_pool(settings, min_size=2) as pool:
                     worker = Worker(settings, pool, registry, runner_id)
-                    await worker.run(stop, leadership.lost)
+                    # The leader alone enqueues the scheduled tasks; its worker runs them like any other.
+                    scheduler = Scheduler(settings, pool, builtin_schedules(settings), runner_id)
+                    async with scheduler.running(stop, leadership.lost):
+                        await worker.run(stop, leadership.lost)
             except DatabaseUnavailableError as exc:
                 # The database went away between taking the lock and opening the pool.
                 logger.warning(
