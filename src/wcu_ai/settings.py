@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -125,13 +125,24 @@ def env_name(loc: str) -> str:
     return f"WCU_{loc.upper()}" if loc in Settings.model_fields else loc
 
 
+# libpq takes connection parameters in the query string too, percent-decoding their names.
+_SECRET_PARAMS = {"password", "sslpassword"}
+
+
 def redact_url(url: str) -> str:
-    """The URL without its password, safe for logs and error messages."""
+    """The URL without its passwords (user info and query string), safe for logs and error messages."""
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    redacted = parts
+    if parts.password:
+        redacted = redacted._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
+    params = parts.query.split("&") if parts.query else []
+    hidden = [
+        f"{name}=***" if sep and unquote(name).strip().lower() in _SECRET_PARAMS else f"{name}{sep}{value}"
+        for name, sep, value in (param.partition("=") for param in params)
+    ]
+    if hidden != params:
+        redacted = redacted._replace(query="&".join(hidden))
+    return url if redacted == parts else redacted.geturl()
 
 
 def load_settings() -> Settings:
