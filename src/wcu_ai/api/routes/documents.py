@@ -62,15 +62,18 @@ async def upload_document(request: Request, settings: SettingsDep, pool: PoolDep
             content_type=received.content_type,
             kind=kind,
             sha256=received.sha256,
-            content=received.path.read_bytes(),
+            size=received.size,
+            path=received.path,
         )
-    async with pool.connection() as conn:
-        created = await store.create(
-            conn, upload, store.PostgresBlobStore(), max_attempts=settings.task_max_attempts
-        )
-        # A new document is queued as it is committed; re-reading it would race the runner, which
-        # may already be parsing it. A duplicate reports the status it has now.
-        document = await store.get(conn, created.document_id) if created.duplicate else None
+        # The scratch file streams into the database from local disk, so the transaction lasts as
+        # long as the copy, not as long as a slow client takes to send it.
+        async with pool.connection() as conn:
+            created = await store.create(
+                conn, upload, store.PostgresBlobStore(), max_attempts=settings.task_max_attempts
+            )
+            # A new document is queued as it is committed; re-reading it would race the runner, which
+            # may already be parsing it. A duplicate reports the status it has now.
+            document = await store.get(conn, created.document_id) if created.duplicate else None
     body = UploadAccepted(
         document_id=created.document_id,
         task_id=created.task_id,
