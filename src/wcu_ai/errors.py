@@ -27,6 +27,10 @@ class DatabaseUnavailableError(WcuError):
     """the database is unavailable; retry later"""
 
 
+class StatementTimeoutError(DatabaseUnavailableError):
+    """the database cancelled the query; retry later"""
+
+
 class MigrationError(WcuError):
     """A database migration could not be applied."""
 

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     api_host: str = "0.0.0.0"  # noqa: S104 - the API listens behind a load balancer
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
+    # /v1/search: longer queries, or queries of more words, are refused with 422 naming the setting.
+    search_max_query_chars: int = Field(default=500, ge=1, le=10000)
+    search_max_terms: int = Field(default=24, ge=1, le=1000)
 
     runner_concurrency: int = Field(default=2, ge=1, le=64)
     runner_poll_seconds: float = Field(default=5.0, gt=0)

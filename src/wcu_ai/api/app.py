@@ -23,7 +23,7 @@ from wcu_ai.api.deps import require_api_key
 from wcu_ai.api.routes import agents, documents, health, search, tasks
 from wcu_ai.database import open_pool
 from wcu_ai.embeddings import build_embedder
-from wcu_ai.errors import DatabaseUnavailableError, DocumentError, WcuError
+from wcu_ai.errors import DatabaseUnavailableError, DocumentError, StatementTimeoutError, WcuError
 from wcu_ai.settings import Settings
 
 if TYPE_CHECKING:
@@ -116,7 +116,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         # wait=False: the API starts (and /health answers) while the database is still coming up.
         async with (
-            open_pool(settings, wait=False) as pool,
+            # The API's statements are bounded; the runner's pool has no such limit (long parses).
+            open_pool(
+                settings, wait=False, statement_timeout_seconds=settings.db_statement_timeout_seconds
+            ) as pool,
             open_agents(settings, model, pool, embedder) as catalog,
         ):
             logger.info(
@@ -157,6 +160,16 @@ def create_app(settings: Settings) -> FastAPI:
         )
         return await wcu_error(request, DatabaseUnavailableError())
 
+    @app.exception_handler(psycopg.errors.QueryCanceled)
+    async def statement_cancelled(request: Request, exc: psycopg.errors.QueryCanceled) -> JSONResponse:
+        # PostgreSQL cancelled the statement; the pool rolls the connection back and keeps it.
+        reason = (exc.diag.message_primary or "").strip()
+        logger.warning(
+            "a statement of the request was cancelled",
+            extra={"action": "api.statement_cancelled", "path": request.url.path, "error": reason},
+        )
+        return await wcu_error(request, statement_cancelled_error(reason, settings))
+
     @app.exception_handler(psycopg.DataError)
     async def invalid_data(request: Request, exc: psycopg.DataError) -> JSONResponse:
         # Input PostgreSQL cannot take, e.g. a NUL character (%00) in a text parameter: psycopg
@@ -166,6 +179,18 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": [error]}, status_code=422)
 
     return app
+
+
+def statement_cancelled_error(reason: str, settings: Settings) -> StatementTimeoutError:
+    if "statement timeout" in reason:
+        limit = settings.db_statement_timeout_seconds
+        return StatementTimeoutError(
+            f"the query ran longer than {limit:g} s (WCU_DB_STATEMENT_TIMEOUT_SECONDS) and was cancelled: "
+            "retry later, or narrow the request (fewer or rarer search words, a smaller limit)"
+        )
+    return StatementTimeoutError(
+        f"the database cancelled the query ({reason or 'no reason given'}); retry later"
+    )
 
 
 def problem_status(exc: WcuError) -> int:
