@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     api_host: str = "0.0.0.0"  # noqa: S104 - the API listens behind a load balancer
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
+    # Slow or stalled clients (deployment.md, "Reliability"): a request's headers must arrive
+    # within this many seconds of its first byte (or of the connection), each chunk of its body
+    # within the other; an idle keep-alive connection is closed after the third.
+    api_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    api_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    api_keepalive_seconds: int = Field(default=5, ge=1)
+    # Requests served at once by one API process (/health* not counted); more are answered 503.
+    api_max_concurrent_requests: int = Field(default=200, ge=1)
     # /v1/search: longer queries, or queries of more words, are refused with 422 naming the setting.
     search_max_query_chars: int = Field(default=500, ge=1, le=10000)
     search_max_terms: int = Field(default=24, ge=1, le=1000)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import errno
 import logging
 import time
 import uuid
@@ -12,18 +14,27 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import psycopg
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from psycopg_pool import AsyncConnectionPool
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wcu_ai import __version__
 from wcu_ai.agents.catalog import open_agents
 from wcu_ai.agents.model import build_model
 from wcu_ai.api.deps import require_api_key
+from wcu_ai.api.limits import BodyTimeoutMiddleware, ConcurrencyLimitMiddleware
 from wcu_ai.api.routes import agents, documents, health, search, tasks
 from wcu_ai.database import open_pool
 from wcu_ai.embeddings import build_embedder
-from wcu_ai.errors import DatabaseUnavailableError, DocumentError, StatementTimeoutError, WcuError
+from wcu_ai.errors import (
+    DatabaseUnavailableError,
+    DocumentError,
+    InsufficientStorageError,
+    OutOfDescriptorsError,
+    StatementTimeoutError,
+    WcuError,
+)
 from wcu_ai.settings import Settings
 
 if TYPE_CHECKING:
@@ -114,6 +125,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(LoopExceptionLog())
         # wait=False: the API starts (and /health answers) while the database is still coming up.
         async with (
             # The API's statements are bounded; the runner's pool has no such limit (long parses).
@@ -144,6 +157,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
+    app.add_middleware(BodyTimeoutMiddleware, timeout=settings.api_body_timeout_seconds)
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.api_max_concurrent_requests)
     app.add_middleware(RequestLogMiddleware)
 
     @app.exception_handler(WcuError)
@@ -170,6 +185,26 @@ def create_app(settings: Settings) -> FastAPI:
         )
         return await wcu_error(request, statement_cancelled_error(reason, settings))
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnected(request: Request, exc: ClientDisconnect) -> Response:
+        # Nobody reads the answer; the status is for the request log line.
+        logger.warning(
+            "the client disconnected before sending the whole request",
+            extra={"action": "api.client_disconnected", "method": request.method, "path": request.url.path},
+        )
+        return Response(status_code=499)
+
+    @app.exception_handler(OSError)
+    async def resource_exhausted(request: Request, exc: OSError) -> JSONResponse:
+        mapped = resource_error(exc)
+        if mapped is None:
+            raise exc
+        logger.warning(
+            "a request failed for want of a resource",
+            extra={"action": "api.resource_exhausted", "path": request.url.path, "error": os_error_text(exc)},
+        )
+        return await wcu_error(request, mapped)
+
     @app.exception_handler(psycopg.DataError)
     async def invalid_data(request: Request, exc: psycopg.DataError) -> JSONResponse:
         # Input PostgreSQL cannot take, e.g. a NUL character (%00) in a text parameter: psycopg
@@ -193,10 +228,61 @@ def statement_cancelled_error(reason: str, settings: Settings) -> StatementTimeo
     )
 
 
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NO_DESCRIPTORS = {errno.EMFILE, errno.ENFILE}
+
+
+def resource_error(exc: OSError) -> WcuError | None:
+    """A full disk (or RLIMIT_FSIZE, EFBIG) and descriptor exhaustion are the server's state, not a
+    bug: 507 and 503 with a reason. None for any other OSError, which stays a 500."""
+    if exc.errno in _NO_SPACE:
+        return InsufficientStorageError()
+    if exc.errno in _NO_DESCRIPTORS:
+        return OutOfDescriptorsError()
+    return None
+
+
+def os_error_text(exc: OSError) -> str:
+    return f"{errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror}"
+
+
+class LoopExceptionLog:
+    """The event loop's exception handler: a failed accept() (no descriptor left) is one warning
+    per ten seconds, counting the others; anything else goes to asyncio's default handler.
+
+    asyncio retries accept() by itself a second later, but reports each failed attempt as an
+    ERROR with a traceback, up to the listen backlog (2048) of them per second: logging those
+    alone kept the loop too busy to serve the requests that would free descriptors.
+    """
+
+    interval = 10.0
+
+    def __init__(self) -> None:
+        self.last = -self.interval
+        self.suppressed = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if not (isinstance(exc, OSError) and exc.errno in _NO_DESCRIPTORS | {errno.ENOBUFS, errno.ENOMEM}):
+            loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            self.suppressed += 1
+            return
+        logger.warning(
+            "cannot accept connections for now; asyncio retries every second",
+            extra={"action": "api.accept_failed", "error": os_error_text(exc), "suppressed": self.suppressed},
+        )
+        self.last, self.suppressed = now, 0
+
+
 def problem_status(exc: WcuError) -> int:
     """The one place that maps the error tree to HTTP statuses."""
-    if isinstance(exc, DatabaseUnavailableError):
+    if isinstance(exc, DatabaseUnavailableError | OutOfDescriptorsError):
         return 503
+    if isinstance(exc, InsufficientStorageError):
+        return 507
     if isinstance(exc, DocumentError):
         return 422
     return 500
