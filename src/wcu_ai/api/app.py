@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import psycopg
@@ -25,7 +26,9 @@ from wcu_ai.agents.model import build_model
 from wcu_ai.api.deps import require_api_key
 from wcu_ai.api.limits import BodyTimeoutMiddleware, ConcurrencyLimitMiddleware
 from wcu_ai.api.routes import agents, documents, health, search, tasks
+from wcu_ai.api.scratch import upload_scratch
 from wcu_ai.database import open_pool
+from wcu_ai.documents.handlers import work_dir
 from wcu_ai.embeddings import build_embedder
 from wcu_ai.errors import (
     DatabaseUnavailableError,
@@ -52,6 +55,7 @@ class AppState(TypedDict):
     pool: AsyncConnectionPool
     embedder: Embedder | None
     agents: AgentsLoading | None
+    upload_dir: Path
 
 
 class RequestIdFilter(logging.Filter):
@@ -127,19 +131,27 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(LoopExceptionLog())
-        # wait=False: the API starts (and /health answers) while the database is still coming up.
-        async with (
-            # The API's statements are bounded; the runner's pool has no such limit (long parses).
-            open_pool(
-                settings, wait=False, statement_timeout_seconds=settings.db_statement_timeout_seconds
-            ) as pool,
-            open_agents(settings, model, pool, embedder) as catalog,
-        ):
-            logger.info(
-                "api ready to serve",
-                extra={"action": "api.started", "port": settings.api_port, "agents": catalog is not None},
-            )
-            yield {"settings": settings, "pool": pool, "embedder": embedder, "agents": catalog}
+        # This process's upload scratch directory; those of API processes that died are removed.
+        with upload_scratch(work_dir(settings) / "uploads") as upload_dir:
+            # wait=False: the API starts (and /health answers) while the database is still coming up.
+            async with (
+                # The API's statements are bounded; the runner's pool has no such limit (long parses).
+                open_pool(
+                    settings, wait=False, statement_timeout_seconds=settings.db_statement_timeout_seconds
+                ) as pool,
+                open_agents(settings, model, pool, embedder) as catalog,
+            ):
+                logger.info(
+                    "api ready to serve",
+                    extra={"action": "api.started", "port": settings.api_port, "agents": catalog is not None},
+                )
+                yield {
+                    "settings": settings,
+                    "pool": pool,
+                    "embedder": embedder,
+                    "agents": catalog,
+                    "upload_dir": upload_dir,
+                }
         logger.info("api stopped; database pool closed", extra={"action": "api.stopped"})
 
     app = FastAPI(

@@ -14,7 +14,6 @@ from wcu_ai.api.schemas import DocumentPage, DocumentPublic, DocumentText, PageT
 from wcu_ai.api.upload import receive_file
 from wcu_ai.documents import store
 from wcu_ai.documents.detect import detect_type
-from wcu_ai.documents.handlers import work_dir
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
@@ -49,7 +48,7 @@ _UPLOAD_BODY = {
 async def upload_document(request: Request, settings: SettingsDep, pool: PoolDep) -> Any:
     """Multipart upload (field `file`) of a PDF or DOCX, detected from its bytes; parsing is queued."""
     async with receive_file(
-        request, field="file", max_bytes=settings.upload_max_bytes, scratch_dir=work_dir(settings) / "uploads"
+        request, field="file", max_bytes=settings.upload_max_bytes, scratch_dir=request.state.upload_dir
     ) as received:
         kind = detect_type(received.path)
         if kind is None:
