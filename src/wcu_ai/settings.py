@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     api_keepalive_seconds: int = Field(default=5, ge=1)
     # Requests served at once by one API process (/health* not counted); more are answered 503.
     api_max_concurrent_requests: int = Field(default=200, ge=1)
+    # Swagger UI at /docs and ReDoc at /redoc, served from the image (no CDN); false removes both.
+    api_docs: bool = True
     # /v1/search: longer queries, or queries of more words, are refused with 422 naming the setting.
     search_max_query_chars: int = Field(default=500, ge=1, le=10000)
     search_max_terms: int = Field(default=24, ge=1, le=1000)
