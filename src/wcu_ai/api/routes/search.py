@@ -51,9 +51,10 @@ def query_terms(q: str) -> int:
 def check_query_size(q: str, *, max_chars: int, max_terms: int) -> None:
     """Refuses a query whose cost is out of bounds (422 in FastAPI's own shape, naming the limit).
 
-    Each word is one more GIN index lookup whose row sets are combined; past a few dozen words
-    PostgreSQL plans a parallel sequential scan of every chunk instead (a 200-word `or` query took
-    1.35 s over 372K chunks), so the word count is what is bounded, the length only beside it.
+    Each word is one more GIN index lookup whose row sets are combined and one more node that
+    ranking and headlines evaluate on every matching chunk; with enough `or`-ed words the planner
+    gives up the index for a parallel scan of every chunk. So the word count is what is bounded,
+    the length only beside it; WCU_DB_STATEMENT_TIMEOUT_SECONDS bounds what is left.
     """
     problem = None
     if (terms := query_terms(q)) > max_terms:
