@@ -238,7 +238,7 @@ def statement_cancelled_error(reason: str, settings: Settings) -> StatementTimeo
         limit = settings.db_statement_timeout_seconds
         return StatementTimeoutError(
             f"the query ran longer than {limit:g} s (WCU_DB_STATEMENT_TIMEOUT_SECONDS) and was cancelled: "
-            "retry later, or narrow the request (fewer or rarer search words, a smaller limit)"
+            "retry later (a search may need fewer or rarer words)"
         )
     return StatementTimeoutError(
         f"the database cancelled the query ({reason or 'no reason given'}); retry later"

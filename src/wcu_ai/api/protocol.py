@@ -105,7 +105,9 @@ class TimedH11Protocol(H11Protocol):
                     "(WCU_API_HEADER_TIMEOUT_SECONDS)",
                 )
             )
-        logger.warning(
+        # A connection that sent nothing is routine (browsers' preconnects): not worth a warning.
+        logger.log(
+            logging.WARNING if self._request_bytes else logging.DEBUG,
             "closed a connection whose request headers did not arrive in time",
             extra={
                 "action": "http.header_timeout",
