@@ -97,8 +97,14 @@ def test_dev_on_a_given_database_listens_on_wcu_api_port_and_never_prints_the_pa
                 assert dev.wait(60) == 0
             finally:
                 if dev.poll() is None:
-                    dev.kill()
-                    dev.wait()
+                    # Ctrl-C first: the runner and the API are in process groups of their own, and a
+                    # SIGKILL of `wcu-ai dev` alone would leave them running.
+                    dev.send_signal(signal.SIGINT)
+                    try:
+                        dev.wait(60)
+                    except subprocess.TimeoutExpired:
+                        dev.kill()
+                        dev.wait()
     output = log_path.read_text()
     assert f"API       http://127.0.0.1:{port}" in output
     assert re.search(
