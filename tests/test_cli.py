@@ -47,6 +47,21 @@ def test_an_unreachable_database_is_one_line_exit_1_without_the_password(
     assert "hunter2" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("command", [["migrate", "status"], ["runner"]])
+def test_a_password_in_the_query_string_is_not_printed(
+    service_env: dict[str, str], command: list[str]
+) -> None:
+    env = {
+        **service_env,
+        "DATABASE_URL": f"postgresql://app@127.0.0.1:{free_port()}/app?password=hunter2hunter2&sslmode=disable",
+        "WCU_DB_CONNECT_TIMEOUT_SECONDS": "2",
+    }
+    result = run_cli(*command, env=env)
+    assert result.returncode == 1
+    assert "?password=***&sslmode=disable (DATABASE_URL)" in one_line(result.stderr)
+    assert "hunter2" not in result.stdout + result.stderr
+
+
 def test_missing_settings_name_the_variable(service_env: dict[str, str]) -> None:
     env = {k: v for k, v in service_env.items() if k != "DATABASE_URL"}
     assert one_line(run_cli("runner", env=env).stderr) == (

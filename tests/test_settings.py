@@ -69,3 +69,27 @@ def test_redact_url_leaves_urls_without_password_alone() -> None:
 def test_missing_database_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL is not set"):
         load_settings().require_database_url()
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("postgresql://app@db/app?password=hunter2hunter2", "postgresql://app@db/app?password=***"),
+        (
+            "postgresql://app:hunter2hunter2@db/app?sslmode=require&PASSWORD=hunter2hunter2",
+            "postgresql://app:***@db/app?sslmode=require&PASSWORD=***",
+        ),
+        ("postgresql://app@db/app?pass%77ord=hunter2hunter2", "postgresql://app@db/app?pass%77ord=***"),
+        (
+            "postgresql://app@db/app?sslcert=c.pem&sslpassword=hunter2hunter2",
+            "postgresql://app@db/app?sslcert=c.pem&sslpassword=***",
+        ),
+        (
+            "postgresql://app@db/app?application_name=password",
+            "postgresql://app@db/app?application_name=password",
+        ),
+    ],
+)
+def test_redact_url_hides_passwords_given_in_the_query_string(url: str, redacted: str) -> None:
+    """libpq reads `password` (and `sslpassword`) from the query string as well as from the user info."""
+    assert redact_url(url) == redacted

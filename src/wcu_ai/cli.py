@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="run the whole stack locally on an embedded PostgreSQL")
     dev.add_argument("--data-dir", default=".wcu-dev", help="where the embedded database and dev key live")
-    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--port", type=int, default=None, help="the API's port (default: WCU_API_PORT, 8000)")
     return parser
 
 

@@ -30,6 +30,18 @@ class DatabaseUnavailableError(WcuError):
     """the database is unavailable; retry later"""
 
 
+class StatementTimeoutError(DatabaseUnavailableError):
+    """the database cancelled the query; retry later"""
+
+
+class InsufficientStorageError(WcuError):
+    """the API has no space left for the upload's scratch file (WCU_WORK_DIR); retry later"""
+
+
+class OutOfDescriptorsError(WcuError):
+    """the API is out of file descriptors (too many connections or files at once); retry shortly"""
+
+
 class MigrationError(WcuError):
     """A database migration could not be applied."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,6 +33,19 @@ class Settings(BaseSettings):
     api_host: str = "0.0.0.0"  # noqa: S104 - the API listens behind a load balancer
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
+    # Slow or stalled clients (deployment.md, "Reliability"): a request's headers must arrive
+    # within this many seconds of its first byte (or of the connection), each chunk of its body
+    # within the other; an idle keep-alive connection is closed after the third.
+    api_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    api_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    api_keepalive_seconds: int = Field(default=5, ge=1)
+    # Requests served at once by one API process (/health* not counted); more are answered 503.
+    api_max_concurrent_requests: int = Field(default=200, ge=1)
+    # Swagger UI at /docs and ReDoc at /redoc, served from the image (no CDN); false removes both.
+    api_docs: bool = True
+    # /v1/search: longer queries, or queries of more words, are refused with 422 naming the setting.
+    search_max_query_chars: int = Field(default=500, ge=1, le=10000)
+    search_max_terms: int = Field(default=24, ge=1, le=1000)
 
     runner_concurrency: int = Field(default=2, ge=1, le=64)
     runner_poll_seconds: float = Field(default=5.0, gt=0)
@@ -127,13 +140,24 @@ def env_name(loc: str) -> str:
     return f"WCU_{loc.upper()}" if loc in Settings.model_fields else loc
 
 
+# libpq takes connection parameters in the query string too, percent-decoding their names.
+_SECRET_PARAMS = {"password", "sslpassword"}
+
+
 def redact_url(url: str) -> str:
-    """The URL without its password, safe for logs and error messages."""
+    """The URL without its passwords (user info and query string), safe for logs and error messages."""
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    redacted = parts
+    if parts.password:
+        redacted = redacted._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
+    params = parts.query.split("&") if parts.query else []
+    hidden = [
+        f"{name}=***" if sep and unquote(name).strip().lower() in _SECRET_PARAMS else f"{name}{sep}{value}"
+        for name, sep, value in (param.partition("=") for param in params)
+    ]
+    if hidden != params:
+        redacted = redacted._replace(query="&".join(hidden))
+    return url if redacted == parts else redacted.geturl()
 
 
 def load_settings() -> Settings:

@@ -7,6 +7,7 @@ from types import FrameType
 import uvicorn
 
 from wcu_ai.api.app import create_app
+from wcu_ai.api.protocol import timed_protocol
 from wcu_ai.errors import ConfigError
 from wcu_ai.settings import Settings
 
@@ -38,6 +39,13 @@ def serve(settings: Settings) -> int:
         proxy_headers=True,
         timeout_graceful_shutdown=30,
         server_header=False,
+        # h11 (the only HTTP implementation in the images) with a header timeout and a bounded drain
+        # of bodies answered early (api/protocol.py); h11 itself refuses request heads over 16 KiB.
+        http=timed_protocol(
+            header_timeout=settings.api_header_timeout_seconds,
+            linger_timeout=settings.api_body_timeout_seconds,
+        ),
+        timeout_keep_alive=settings.api_keepalive_seconds,
     )
     _Server(config).run()
     return 0

@@ -70,21 +70,21 @@ class DocumentParser:
             document_id = UUID(str(task.payload["document_id"]))
         except (KeyError, ValueError):
             raise PermanentTaskError("parse_document needs payload.document_id, a document UUID") from None
-        async with ctx.pool.connection() as conn:
-            async with conn.transaction():
-                if await store.lock_for_parsing(conn, document_id) is None:
-                    return {"document_id": str(document_id), "skipped": "the document was deleted"}
-                await store.set_status(conn, document_id, "parsing")
-            content = await self.blobs.get(conn, document_id)
-        if content is None:
-            return {"document_id": str(document_id), "skipped": "the document was deleted"}
+        async with ctx.pool.connection() as conn, conn.transaction():
+            if await store.lock_for_parsing(conn, document_id) is None:
+                return {"document_id": str(document_id), "skipped": "the document was deleted"}
+            await store.set_status(conn, document_id, "parsing")
 
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
             with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="upload-") as scratch:
                 source = Path(scratch) / "document"
-                source.write_bytes(content)
-                del content
+                # Streamed to the scratch file a chunk at a time: never the whole document in memory.
+                async with ctx.pool.connection() as conn:
+                    with source.open("wb") as sink:
+                        found = await self.blobs.read_into(conn, document_id, sink)
+                if not found:
+                    return {"document_id": str(document_id), "skipped": "the document was deleted"}
                 parsed = await parse_document(
                     source, converter=self.converter(ctx.slot), limits=self.limits, work_dir=self.work_dir
                 )

@@ -10,11 +10,23 @@ RETURNING id;
 -- name: find_by_sha256
 SELECT id FROM parsed_documents WHERE sha256 = %(sha256)s;
 
--- name: insert_blob
-INSERT INTO parsed_document_blobs (document_id, content) VALUES (%(id)s, %(content)s);
+-- name: copy_blob_chunks_in
+-- Binary COPY: the chunks go over the wire as they are (text COPY would double them in hex), one
+-- row each, so the server holds one chunk at a time (migration 0004).
+COPY parsed_document_blob_chunks (document_id, seq, data) FROM STDIN (FORMAT binary);
 
--- name: load_blob
-SELECT content FROM parsed_document_blobs WHERE document_id = %(id)s;
+-- name: copy_blob_chunks_out
+COPY (SELECT data FROM parsed_document_blob_chunks WHERE document_id = %(id)s ORDER BY seq)
+TO STDOUT (FORMAT binary);
+
+-- name: legacy_blob_size
+-- Originals stored before migration 0004, one bytea each.
+SELECT octet_length(content) AS size FROM parsed_document_blobs WHERE document_id = %(id)s;
+
+-- name: legacy_blob_slice
+-- substring() of an EXTERNAL (uncompressed) value reads only the TOAST chunks it covers.
+SELECT substring(content FROM %(start)s FOR %(length)s) AS part
+FROM parsed_document_blobs WHERE document_id = %(id)s;
 
 -- name: set_task
 UPDATE parsed_documents SET task_id = %(task_id)s, updated_at = now() WHERE id = %(id)s;

@@ -14,7 +14,6 @@ from wcu_ai.api.schemas import DocumentPage, DocumentPublic, DocumentText, PageT
 from wcu_ai.api.upload import receive_file
 from wcu_ai.documents import store
 from wcu_ai.documents.detect import detect_type
-from wcu_ai.documents.handlers import work_dir
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
@@ -49,7 +48,7 @@ _UPLOAD_BODY = {
 async def upload_document(request: Request, settings: SettingsDep, pool: PoolDep) -> Any:
     """Multipart upload (field `file`) of a PDF or DOCX, detected from its bytes; parsing is queued."""
     async with receive_file(
-        request, field="file", max_bytes=settings.upload_max_bytes, scratch_dir=work_dir(settings) / "uploads"
+        request, field="file", max_bytes=settings.upload_max_bytes, scratch_dir=request.state.upload_dir
     ) as received:
         kind = detect_type(received.path)
         if kind is None:
@@ -62,15 +61,18 @@ async def upload_document(request: Request, settings: SettingsDep, pool: PoolDep
             content_type=received.content_type,
             kind=kind,
             sha256=received.sha256,
-            content=received.path.read_bytes(),
+            size=received.size,
+            path=received.path,
         )
-    async with pool.connection() as conn:
-        created = await store.create(
-            conn, upload, store.PostgresBlobStore(), max_attempts=settings.task_max_attempts
-        )
-        # A new document is queued as it is committed; re-reading it would race the runner, which
-        # may already be parsing it. A duplicate reports the status it has now.
-        document = await store.get(conn, created.document_id) if created.duplicate else None
+        # The scratch file streams into the database from local disk, so the transaction lasts as
+        # long as the copy, not as long as a slow client takes to send it.
+        async with pool.connection() as conn:
+            created = await store.create(
+                conn, upload, store.PostgresBlobStore(), max_attempts=settings.task_max_attempts
+            )
+            # A new document is queued as it is committed; re-reading it would race the runner, which
+            # may already be parsing it. A duplicate reports the status it has now.
+            document = await store.get(conn, created.document_id) if created.duplicate else None
     body = UploadAccepted(
         document_id=created.document_id,
         task_id=created.task_id,
