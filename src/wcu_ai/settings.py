@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     api_host: str = "0.0.0.0"  # noqa: S104 - the API listens behind a load balancer
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
+    # On SIGTERM the API fails readiness and keeps serving this long (the load balancer's
+    # deregistration delay) before it stops; 0 stops at once.
+    api_drain_seconds: float = Field(default=0.0, ge=0, le=3600)
 
     runner_concurrency: int = Field(default=2, ge=1, le=64)
     runner_poll_seconds: float = Field(default=5.0, gt=0)

@@ -20,6 +20,7 @@ from wcu_ai import __version__
 from wcu_ai.agents.catalog import open_agents
 from wcu_ai.agents.model import build_model
 from wcu_ai.api.deps import require_api_key
+from wcu_ai.api.drain import Drain
 from wcu_ai.api.routes import agents, documents, health, search, tasks
 from wcu_ai.database import open_pool
 from wcu_ai.embeddings import build_embedder
@@ -138,6 +139,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.router.routes.extend(health.router.routes)
     for router in (tasks.router, documents.router, search.router, agents.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
+
+    # Read by /health/ready; set by api/main.py's server on SIGTERM.
+    app.state.drain = Drain()
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
