@@ -67,3 +67,16 @@ def test_redact_url_leaves_urls_without_password_alone() -> None:
 def test_missing_database_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL is not set"):
         load_settings().require_database_url()
+
+
+def test_the_metrics_key_is_16_characters_or_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WCU_METRICS_KEY", "")
+    assert load_settings().metrics_key is None
+    monkeypatch.setenv("WCU_METRICS_KEY", "short-key")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.message.startswith("WCU_METRICS_KEY: ") and "short-key" not in info.value.message
+    monkeypatch.setenv("WCU_METRICS_KEY", "metrics-key-0123456789")
+    settings = load_settings()
+    assert settings.metrics_key == "metrics-key-0123456789"
+    assert "metrics-key" not in repr(settings)

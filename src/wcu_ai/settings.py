@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     # On SIGTERM the API fails readiness and keeps serving this long (the load balancer's
     # deregistration delay) before it stops; 0 stops at once.
     api_drain_seconds: float = Field(default=0.0, ge=0, le=3600)
+    # GET /metrics on the API's port; off unless switched on.
+    api_metrics_enabled: bool = False
+    # The bearer key of /metrics (API and runner) when set; the API keys never open it.
+    metrics_key: str | None = Field(default=None, repr=False, min_length=16)
 
     runner_concurrency: int = Field(default=2, ge=1, le=64)
     runner_poll_seconds: float = Field(default=5.0, gt=0)
@@ -93,6 +97,12 @@ class Settings(BaseSettings):
         if any(len(k) < 16 for k in value):
             raise ValueError("every key must be at least 16 characters")
         return value
+
+    @field_validator("metrics_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty variable (a template's blank) means "not set", not a zero-length key or port 0.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level")
     @classmethod

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import psycopg
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,10 +21,12 @@ from wcu_ai.agents.catalog import open_agents
 from wcu_ai.agents.model import build_model
 from wcu_ai.api.deps import require_api_key
 from wcu_ai.api.drain import Drain
+from wcu_ai.api.metrics import ApiMetrics, MetricsMiddleware
 from wcu_ai.api.routes import agents, documents, health, search, tasks
 from wcu_ai.database import open_pool
 from wcu_ai.embeddings import build_embedder
 from wcu_ai.errors import DatabaseUnavailableError, DocumentError, WcuError
+from wcu_ai.exposition import CONTENT_TYPE, UNAUTHORIZED, authorized
 from wcu_ai.settings import Settings
 
 if TYPE_CHECKING:
@@ -142,6 +144,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     # Read by /health/ready; set by api/main.py's server on SIGTERM.
     app.state.drain = Drain()
+    if settings.api_metrics_enabled:
+        add_metrics(app, settings)
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
@@ -170,6 +174,27 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": [error]}, status_code=422)
 
     return app
+
+
+def add_metrics(app: FastAPI, settings: Settings) -> None:
+    """GET /metrics and the middleware that counts requests (inside RequestLogMiddleware, so a
+    request's time includes everything but that log line)."""
+    metrics = ApiMetrics()
+    key = settings.metrics_key
+
+    # Not under require_api_key: its own key (or none: then only the network guards it), and the
+    # API keys never open it. Not in the OpenAPI document: it is for Prometheus, not for clients.
+    @app.get("/metrics", include_in_schema=False)
+    async def serve_metrics(request: Request) -> Response:
+        if not authorized(request.headers.get("authorization", ""), key):
+            return JSONResponse(
+                {"detail": UNAUTHORIZED}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        pool = getattr(request.state, "pool", None)
+        return Response(metrics.exposition(pool), media_type=CONTENT_TYPE)
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.metrics = metrics
 
 
 def problem_status(exc: WcuError) -> int:
