@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     api_metrics_enabled: bool = False
     # The bearer key of /metrics (API and runner) when set; the API keys never open it.
     metrics_key: str | None = Field(default=None, repr=False, min_length=16)
+    # The runner's metrics listener: off unless a port is given (9464 by convention).
+    runner_metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
+    runner_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     runner_concurrency: int = Field(default=2, ge=1, le=64)
     runner_poll_seconds: float = Field(default=5.0, gt=0)
@@ -98,7 +101,7 @@ class Settings(BaseSettings):
             raise ValueError("every key must be at least 16 characters")
         return value
 
-    @field_validator("metrics_key", mode="before")
+    @field_validator("metrics_key", "runner_metrics_port", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # An empty variable (a template's blank) means "not set", not a zero-length key or port 0.
