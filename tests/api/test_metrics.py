@@ -150,3 +150,31 @@ def test_last_sse_event_reads_event_lines_only() -> None:
     # A reply's text is JSON in a data line: an "event:" inside it is escaped, never a line start.
     assert last_sse_event(b'event: content\ndata: {"text": "a\\nevent: done"}\n\n') == "content"
     assert last_sse_event(b'data: {"text": "x"}\n\n') is None
+
+
+def test_request_stats_expose_what_prometheus_clients_own_counter_and_histogram_would() -> None:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client.exposition import generate_latest
+
+    from tests.scrape import parse
+    from wcu_ai.api.metrics import _BUCKETS, RequestStats
+
+    ours = CollectorRegistry()
+    stats = RequestStats(_BUCKETS)
+    ours.register(stats)
+    theirs = CollectorRegistry()
+    counter = Counter("wcu_http_requests", "x", ["method", "route", "status"], registry=theirs)
+    histogram = Histogram(
+        "wcu_http_request_duration_seconds", "x", ["method", "route"], buckets=_BUCKETS, registry=theirs
+    )
+    observations = [0.0, 0.005, 0.0051, 0.3, 1.0, 2.4999, 119.0, 120.0, 500.0]
+    for n, seconds in enumerate(observations):
+        status = 200 if n % 3 else 503
+        stats.observe("GET", "/v1/tasks/{task_id}", status, seconds)
+        counter.labels("GET", "/v1/tasks/{task_id}", str(status)).inc()
+        histogram.labels("GET", "/v1/tasks/{task_id}").observe(seconds)
+    ours_samples = parse(generate_latest(ours).decode()).samples
+    theirs_samples = parse(generate_latest(theirs).decode()).samples
+    assert {k: v for k, v in theirs_samples.items() if not k[0].endswith("_created")} == {
+        k: v for k, v in ours_samples.items() if k[0] != "wcu_http_requests_in_flight"
+    }
