@@ -178,3 +178,14 @@ def test_request_stats_expose_what_prometheus_clients_own_counter_and_histogram_
     assert {k: v for k, v in theirs_samples.items() if not k[0].endswith("_created")} == {
         k: v for k, v in ours_samples.items() if k[0] != "wcu_http_requests_in_flight"
     }
+
+
+def test_made_up_methods_fold_into_one_series_and_one_entry() -> None:
+    from wcu_ai.api.metrics import _BUCKETS, RequestStats
+
+    stats = RequestStats(_BUCKETS)
+    for n in range(1000):
+        stats.observe(f"M{n}", "unmatched", 405, 0.001)
+    series = [m.samples for m in stats.collect() if m.name == "wcu_http_requests"][0]
+    assert [(s.labels["method"], s.value) for s in series] == [("other", 1000)]
+    assert len(stats._counts) == len(stats._durations) == 1
