@@ -15,6 +15,10 @@ from wcu_ai.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# After the drain, how long requests in flight may take before uvicorn cancels them; an
+# orchestrator's grace period must cover the drain plus this (deploy/kubernetes, deployment.md).
+GRACEFUL_SHUTDOWN_SECONDS = 30
+
 
 class _Server(uvicorn.Server):
     """uvicorn that drains on SIGTERM, then exits 0 after a graceful shutdown.
@@ -67,7 +71,7 @@ def serve(settings: Settings) -> int:
         # Client addresses from X-Forwarded-For are trusted only from FORWARDED_ALLOW_IPS (uvicorn's own
         # variable; default 127.0.0.1): set it to the load balancer's range.
         proxy_headers=True,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         server_header=False,
     )
     _Server(config, app.state.drain, settings.api_drain_seconds).run()
