@@ -186,6 +186,6 @@ def test_made_up_methods_fold_into_one_series_and_one_entry() -> None:
     stats = RequestStats(_BUCKETS)
     for n in range(1000):
         stats.observe(f"M{n}", "unmatched", 405, 0.001)
-    series = [m.samples for m in stats.collect() if m.name == "wcu_http_requests"][0]
+    series = next(m.samples for m in stats.collect() if m.name == "wcu_http_requests")
     assert [(s.labels["method"], s.value) for s in series] == [("other", 1000)]
     assert len(stats._counts) == len(stats._durations) == 1
