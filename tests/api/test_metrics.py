@@ -73,6 +73,7 @@ def test_metrics_have_their_own_key_and_count_requests_by_route_template(
         assert folded.value("wcu_db_pool_connections_in_use") == 0
         assert folded.value("wcu_db_pool_requests_waiting") == 0
         assert folded.types["wcu_db_pool_request_errors"] == "counter"
+        assert folded.value("process_resident_memory_bytes") > 0
 
 
 def test_metrics_are_off_by_default_and_open_without_a_key(start: Start, service_env: dict[str, str]) -> None:

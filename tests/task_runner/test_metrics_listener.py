@@ -50,6 +50,8 @@ def test_leader_and_standby_both_serve_metrics_and_task_runs_move_the_counters(
 
     before = scrape(leader_url, METRICS_KEY)
     assert before.value("wcu_runner_tasks_claimed_total", task_type="noop") == 0
+    assert before.value("wcu_libreoffice_restarts_total", reason="timeout") == 0
+    assert before.value("process_resident_memory_bytes") > 0
     ok = insert_task(db_url, "noop")
     flaky = insert_task(db_url, "fail", {"message": "try again"}, max_attempts=2)
     unknown = insert_task(db_url, "no_such_type")

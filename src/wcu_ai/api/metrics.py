@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, ProcessCollector, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -51,6 +51,8 @@ class ApiMetrics:
             self.agent_runs.labels(outcome)
         self.pool = PoolStats()
         self.registry.register(self.pool)
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds: read at scrape time.
+        ProcessCollector(registry=self.registry)
 
     def exposition(self, pool: AsyncConnectionPool | None) -> bytes:
         """The text format, the pool's figures read now."""

@@ -16,7 +16,14 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import psycopg
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from psycopg.rows import dict_row
@@ -48,6 +55,7 @@ _OUTCOMES = {
 OUTCOMES = (*_OUTCOMES.values(), "lost", "unrecorded")
 DOCUMENT_KINDS = ("pdf", "docx", "other")
 FAILURE_REASONS = ("limit", "timeout", "encrypted", "unreadable", "tool_missing", "tool", "error")
+RESTART_REASONS = ("timeout", "died", "exited", "recycled", "error")
 # From a no-op (milliseconds) to WCU_TASK_TIMEOUT_SECONDS' default (900 s).
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
 # Counts above this are reported as this: the scrape's cost stays bounded (metrics.sql).
@@ -136,6 +144,11 @@ class RunnerMetrics:
             ["reason"],
             registry=r,
         )
+        # process_resident_memory_bytes, process_cpu_seconds_total, …: this process only; each
+        # LibreOffice is a process of its own (deployment.md, "Sizing").
+        ProcessCollector(registry=r)
+        for reason in RESTART_REASONS:
+            self.libreoffice_restarts.labels(reason)
         self._types: frozenset[str] = frozenset()
         self._claimed: dict[str, Any] = {}
         self._outcomes: dict[tuple[str, str], Any] = {}
