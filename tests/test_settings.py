@@ -80,3 +80,14 @@ def test_the_metrics_key_is_16_characters_or_unset(monkeypatch: pytest.MonkeyPat
     settings = load_settings()
     assert settings.metrics_key == "metrics-key-0123456789"
     assert "metrics-key" not in repr(settings)
+
+
+def test_the_runner_metrics_port_is_off_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().runner_metrics_port is None
+    monkeypatch.setenv("WCU_RUNNER_METRICS_PORT", "")
+    assert load_settings().runner_metrics_port is None
+    monkeypatch.setenv("WCU_RUNNER_METRICS_PORT", "9464")
+    assert load_settings().runner_metrics_port == 9464
+    monkeypatch.setenv("WCU_RUNNER_METRICS_PORT", "0")
+    with pytest.raises(ConfigError, match=r"^WCU_RUNNER_METRICS_PORT: "):
+        load_settings()
