@@ -93,3 +93,27 @@ def test_missing_database_url_is_a_config_error() -> None:
 def test_redact_url_hides_passwords_given_in_the_query_string(url: str, redacted: str) -> None:
     """libpq reads `password` (and `sslpassword`) from the query string as well as from the user info."""
     assert redact_url(url) == redacted
+
+
+def test_the_metrics_key_is_16_characters_or_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WCU_METRICS_KEY", "")
+    assert load_settings().metrics_key is None
+    monkeypatch.setenv("WCU_METRICS_KEY", "short-key")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.message.startswith("WCU_METRICS_KEY: ") and "short-key" not in info.value.message
+    monkeypatch.setenv("WCU_METRICS_KEY", "metrics-key-0123456789")
+    settings = load_settings()
+    assert settings.metrics_key == "metrics-key-0123456789"
+    assert "metrics-key" not in repr(settings)
+
+
+def test_the_runner_metrics_port_is_off_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().runner_metrics_port is None
+    monkeypatch.setenv("WCU_RUNNER_METRICS_PORT", "")
+    assert load_settings().runner_metrics_port is None
+    monkeypatch.setenv("WCU_RUNNER_METRICS_PORT", "9464")
+    assert load_settings().runner_metrics_port == 9464
+    monkeypatch.setenv("WCU_RUNNER_METRICS_PORT", "0")
+    with pytest.raises(ConfigError, match=r"^WCU_RUNNER_METRICS_PORT: "):
+        load_settings()

@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("api", help="serve the HTTP API (uvicorn)")
     sub.add_parser("runner", help="run the singleton task runner (initialises the database first)")
+    health = sub.add_parser(
+        "healthcheck", help="probe the API in this container (exit 0 when healthy): for ECS/Docker checks"
+    )
+    health.add_argument("--ready", action="store_true", help="probe /health/ready instead of /health")
 
     migrate = sub.add_parser("migrate", help="database migrations")
     msub = migrate.add_subparsers(dest="migrate_command", required=True)
@@ -116,6 +120,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from wcu_ai.task_runner.main import run_runner
 
         return asyncio.run(run_runner(settings))
+    if args.command == "healthcheck":
+        from wcu_ai.api.healthcheck import check_health
+
+        healthy, seen = check_health(settings, ready=args.ready)
+        print(seen, file=sys.stdout if healthy else sys.stderr)
+        return 0 if healthy else 1
     if args.command == "migrate":
         return _migrate(args, settings)
     if args.command == "enqueue":

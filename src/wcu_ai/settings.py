@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     # /v1/search: longer queries, or queries of more words, are refused with 422 naming the setting.
     search_max_query_chars: int = Field(default=500, ge=1, le=10000)
     search_max_terms: int = Field(default=24, ge=1, le=1000)
+    # On SIGTERM the API fails readiness and keeps serving this long (the load balancer's
+    # deregistration delay) before it stops; 0 stops at once.
+    api_drain_seconds: float = Field(default=0.0, ge=0, le=3600)
+    # GET /metrics on the API's port; off unless switched on.
+    api_metrics_enabled: bool = False
+    # The bearer key of /metrics (API and runner) when set; the API keys never open it.
+    metrics_key: str | None = Field(default=None, repr=False, min_length=16)
+    # The runner's metrics listener: off unless a port is given (9464 by convention).
+    runner_metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
+    runner_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     runner_concurrency: int = Field(default=2, ge=1, le=64)
     runner_poll_seconds: float = Field(default=5.0, gt=0)
@@ -105,6 +115,12 @@ class Settings(BaseSettings):
         if any(len(k) < 16 for k in value):
             raise ValueError("every key must be at least 16 characters")
         return value
+
+    @field_validator("metrics_key", "runner_metrics_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty variable (a template's blank) means "not set", not a zero-length key or port 0.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level")
     @classmethod

@@ -212,3 +212,34 @@ def test_stale_slot_is_wiped_and_close_removes_it(tmp_path: Path) -> None:
     assert not converter.slot_dir.exists()
     with pytest.raises(RuntimeError, match="closed"):
         asyncio.run(converter.convert_to_pdf(tmp_path / "x.docx", tmp_path, timeout=5))
+
+
+def test_restarts_of_the_warm_instance_are_reported_with_their_reason(
+    tmp_path: Path, office_dir: Path, processes_mentioning: Callable[[str], list[int]]
+) -> None:
+    reasons: list[str] = []
+    out = tmp_path / "out"
+    doc = make_docx(tmp_path / "r.docx", ["Counted"])
+    with OfficeConverter(0, office_dir, recycle_after=2, on_restart=reasons.append) as converter:
+        asyncio.run(converter.convert_to_pdf(doc, out, timeout=60))
+        assert reasons == []
+        asyncio.run(converter.convert_to_pdf(doc, out, timeout=60))  # its quota of two
+        assert reasons == ["recycled"]
+
+        asyncio.run(converter.convert_to_pdf(doc, out, timeout=60))
+        assert converter.is_warm
+        for pid in processes_mentioning(str(converter.slot_dir)):
+            os.kill(pid, signal.SIGKILL)  # as if LibreOffice crashed between two documents
+        for _ in range(500):
+            if not processes_mentioning(str(converter.slot_dir)):
+                break
+            time.sleep(0.01)
+        asyncio.run(converter.convert_to_pdf(doc, out, timeout=60))
+        assert reasons == ["recycled", "exited"]
+
+        long_text = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 40
+        slow = make_docx(tmp_path / "long.docx", [long_text] * 400)
+        assert converter.is_warm  # one conversion of its quota left
+        with pytest.raises(DocumentTimeoutError):
+            asyncio.run(converter.convert_to_pdf(slow, out, timeout=0.25))
+        assert reasons == ["recycled", "exited", "timeout"]

@@ -25,7 +25,9 @@ from wcu_ai.agents.catalog import open_agents
 from wcu_ai.agents.model import build_model
 from wcu_ai.api.deps import require_api_key
 from wcu_ai.api.docs import add_docs
+from wcu_ai.api.drain import Drain
 from wcu_ai.api.limits import BodyTimeoutMiddleware, ConcurrencyLimitMiddleware
+from wcu_ai.api.metrics import ApiMetrics, MetricsMiddleware
 from wcu_ai.api.routes import agents, documents, health, search, tasks
 from wcu_ai.api.scratch import upload_scratch
 from wcu_ai.database import open_pool
@@ -39,6 +41,7 @@ from wcu_ai.errors import (
     StatementTimeoutError,
     WcuError,
 )
+from wcu_ai.exposition import CONTENT_TYPE, UNAUTHORIZED, authorized
 from wcu_ai.settings import Settings
 
 if TYPE_CHECKING:
@@ -172,10 +175,16 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (tasks.router, documents.router, search.router, agents.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
 
+    # Read by /health/ready; set by api/main.py's server on SIGTERM.
+    app.state.drain = Drain()
+
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
     app.add_middleware(BodyTimeoutMiddleware, timeout=settings.api_body_timeout_seconds)
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.api_max_concurrent_requests)
+    # Outside the concurrency limit: the 503s it answers are counted too.
+    if settings.api_metrics_enabled:
+        add_metrics(app, settings)
     app.add_middleware(RequestLogMiddleware)
 
     @app.exception_handler(WcuError)
@@ -292,6 +301,27 @@ class LoopExceptionLog:
             extra={"action": "api.accept_failed", "error": os_error_text(exc), "suppressed": self.suppressed},
         )
         self.last, self.suppressed = now, 0
+
+
+def add_metrics(app: FastAPI, settings: Settings) -> None:
+    """GET /metrics and the middleware that counts requests (inside RequestLogMiddleware, so a
+    request's time includes everything but that log line)."""
+    metrics = ApiMetrics()
+    key = settings.metrics_key
+
+    # Not under require_api_key: its own key (or none: then only the network guards it), and the
+    # API keys never open it. Not in the OpenAPI document: it is for Prometheus, not for clients.
+    @app.get("/metrics", include_in_schema=False)
+    async def serve_metrics(request: Request) -> Response:
+        if not authorized(request.headers.get("authorization", ""), key):
+            return JSONResponse(
+                {"detail": UNAUTHORIZED}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        pool = getattr(request.state, "pool", None)
+        return Response(metrics.exposition(pool), media_type=CONTENT_TYPE)
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.metrics = metrics
 
 
 def problem_status(exc: WcuError) -> int:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from wcu_ai.documents import store
@@ -29,6 +29,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class ParseMetrics(Protocol):
+    """What the parser counts (task_runner/metrics.py RunnerMetrics is one)."""
+
+    def document_parsed(self, kind: str) -> None: ...
+
+    def document_failed(self, kind: str, exc: BaseException) -> None: ...
+
+    def libreoffice_restarted(self, reason: str) -> None: ...
+
+
+def kind_label(head: bytes) -> str:
+    """A document's kind for counting, from its first bytes (detect_type's magic numbers, without
+    opening the zip): known before parsing, so failures are counted by kind too."""
+    if head.startswith(b"PK\x03\x04"):
+        return "docx"
+    if b"%PDF-" in head[:1024]:
+        return "pdf"
+    return "other"
+
+
 def work_dir(settings: Settings) -> Path:
     return settings.work_dir or Path(tempfile.gettempdir()) / "wcu-ai"
 
@@ -37,10 +57,16 @@ class DocumentParser:
     """Holds one LibreOffice profile per worker slot for the runner's lifetime."""
 
     def __init__(
-        self, settings: Settings, blobs: store.BlobStore | None = None, embedder: Embedder | None = None
+        self,
+        settings: Settings,
+        blobs: store.BlobStore | None = None,
+        embedder: Embedder | None = None,
+        *,
+        metrics: ParseMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
+        self.metrics = metrics
         self.blobs = blobs or store.PostgresBlobStore()
         self.limits = DocumentLimits.from_settings(settings)
         self.work_dir = work_dir(settings)
@@ -57,7 +83,8 @@ class DocumentParser:
 
     def converter(self, slot: int) -> OfficeConverter:
         if slot not in self._converters:
-            self._converters[slot] = OfficeConverter(slot, self.work_dir / "office")
+            on_restart = self.metrics.libreoffice_restarted if self.metrics is not None else None
+            self._converters[slot] = OfficeConverter(slot, self.work_dir / "office", on_restart=on_restart)
         return self._converters[slot]
 
     def close(self) -> None:
@@ -75,6 +102,7 @@ class DocumentParser:
                 return {"document_id": str(document_id), "skipped": "the document was deleted"}
             await store.set_status(conn, document_id, "parsing")
 
+        kind = "other"  # until the original's first bytes say, for counting a failure by kind
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
             with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="upload-") as scratch:
@@ -85,6 +113,8 @@ class DocumentParser:
                         found = await self.blobs.read_into(conn, document_id, sink)
                 if not found:
                     return {"document_id": str(document_id), "skipped": "the document was deleted"}
+                with source.open("rb") as head:
+                    kind = kind_label(head.read(1024))
                 parsed = await parse_document(
                     source, converter=self.converter(ctx.slot), limits=self.limits, work_dir=self.work_dir
                 )
@@ -92,10 +122,13 @@ class DocumentParser:
             await asyncio.shield(self._set_status(ctx, document_id, "queued"))
             raise
         except PermanentTaskError as exc:
+            self._count_failure(kind, exc)
             await asyncio.shield(self._set_status(ctx, document_id, "failed", error_text(exc)))
             raise
         except Exception as exc:
             last_attempt = task.attempts >= task.max_attempts
+            if last_attempt:
+                self._count_failure(kind, exc)
             await asyncio.shield(
                 self._set_status(ctx, document_id, "failed" if last_attempt else "queued", error_text(exc))
             )
@@ -111,6 +144,8 @@ class DocumentParser:
             await store.save_parsed(
                 conn, document_id, parsed, embeddings=embeddings, embedding_model=self.settings.embedder
             )
+        if self.metrics is not None:
+            self.metrics.document_parsed(parsed.kind)
         return {
             "document_id": str(document_id),
             "kind": parsed.kind,
@@ -118,6 +153,10 @@ class DocumentParser:
             "chunks": len(parsed.chunks),
             "seconds": round(parsed.seconds, 3),
         }
+
+    def _count_failure(self, kind: str, exc: BaseException) -> None:
+        if self.metrics is not None:
+            self.metrics.document_failed(kind, exc)
 
     async def _set_status(
         self, ctx: TaskContext, document_id: UUID, status: str, reason: str | None = None

@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -81,6 +82,7 @@ class OfficeConverter:
         warm: bool = True,
         recycle_after: int = 200,
         start_timeout: float = 20.0,
+        on_restart: Callable[[str], None] | None = None,
     ) -> None:
         if slot < 0:
             raise ValueError("slot must be >= 0")
@@ -91,6 +93,8 @@ class OfficeConverter:
         self.warm = warm
         self.recycle_after = recycle_after
         self.start_timeout = start_timeout
+        # Told each time a warm instance is stopped to be started afresh, with the reason (metrics).
+        self.on_restart = on_restart
         self._lock = asyncio.Lock()
         self._closed = False
         self._server: subprocess.Popen[bytes] | None = None
@@ -144,6 +148,7 @@ class OfficeConverter:
                     log_offset = self._server_log_size()
                     result = await self._convert(src, target, deadline)
                 except ToolTimeoutError as exc:
+                    self._restarting("timeout")
                     self._stop_server()
                     self._remove_pipe()
                     shutil.rmtree(self.profile_dir, ignore_errors=True)
@@ -151,6 +156,7 @@ class OfficeConverter:
                     raise _timeout_error(exc.timeout) from exc
                 except BaseException:
                     # Cancelled, or soffice failed: the warm instance may still be busy with this one.
+                    self._restarting("error")
                     self._stop_server()
                     self._remove_pipe()
                     target.unlink(missing_ok=True)
@@ -228,6 +234,7 @@ class OfficeConverter:
         if self.is_warm or self._server_failures >= _SERVER_FAILURES_BEFORE_COLD:
             return
         if self._server is not None:
+            self._restarting("exited")
             logger.warning(
                 "warm LibreOffice exited; restarting it",
                 extra={"action": "office_server_exited", "slot": self.slot, "code": self._server.returncode},
@@ -325,11 +332,16 @@ class OfficeConverter:
         self._server_conversions += 1
         died = self._server.poll() is not None
         if died or self._server_conversions >= self.recycle_after:
+            self._restarting("died" if died else "recycled")
             self._stop_server()
             self._remove_pipe()
         if died:
             shutil.rmtree(self.profile_dir, ignore_errors=True)  # it may have left a lock there
         return died
+
+    def _restarting(self, reason: str) -> None:
+        if self._server is not None and self.on_restart is not None:
+            self.on_restart(reason)
 
     def _stop_server(self) -> None:
         server, self._server = self._server, None

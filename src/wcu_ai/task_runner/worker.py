@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from wcu_ai.database import connect_async
 from wcu_ai.errors import PermanentTaskError
 from wcu_ai.settings import Settings
+from wcu_ai.task_runner.metrics import RunnerMetrics
 from wcu_ai.tasks import queue
 from wcu_ai.tasks.model import Task, error_text, retry_delay, should_retry
 from wcu_ai.tasks.registry import TaskContext, TaskRegistry
@@ -88,12 +89,18 @@ class Worker:
         registry: TaskRegistry,
         runner_id: str,
         resources: dict[str, Any] | None = None,
+        *,
+        metrics: RunnerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.registry = registry
         self.runner_id = runner_id
         self.resources = resources if resources is not None else {}
+        if metrics is None:
+            metrics = RunnerMetrics()
+            metrics.track_task_types(registry.task_types)
+        self.metrics = metrics
         self._wake = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], Task] = {}
         self._free_slots = list(range(settings.runner_concurrency - 1, -1, -1))
@@ -154,11 +161,13 @@ class Worker:
                 conn, runner=self.runner_id, limit=limit, lease_seconds=self.settings.task_lease_seconds
             )
         if expired:
+            self.metrics.tasks_expired.inc(expired)
             logger.warning(
                 "tasks failed after their runner died on the last attempt",
                 extra={"action": "task.lease_expired_final", "count": expired},
             )
         for task in tasks:
+            self.metrics.task_claimed(task.task_type)
             slot = self._free_slots.pop()
             runner = asyncio.create_task(self._execute(task, slot), name=f"task-{task.id}")
             self._inflight[runner] = task
@@ -200,8 +209,11 @@ class Worker:
         ctx = TaskContext(settings=self.settings, pool=self.pool, slot=slot, resources=self.resources)
         try:
             handler = self.registry.get(task.task_type)
-            async with asyncio.timeout(self.settings.task_timeout_seconds):
-                result = await handler(task, ctx)
+            try:
+                async with asyncio.timeout(self.settings.task_timeout_seconds):
+                    result = await handler(task, ctx)
+            finally:
+                self.metrics.task_ran(task.task_type, time.monotonic() - started)
         except asyncio.CancelledError:
             # Shutdown past the grace period: the task goes back untouched, its attempt unspent.
             await asyncio.shield(self._record(lambda: self._write(queue.release, task), log, "task.released"))
@@ -252,6 +264,7 @@ class Worker:
                 break
             except _DB_ERRORS as exc:
                 if attempt == 4:
+                    self.metrics.task_outcome(log["task_type"], "unrecorded")
                     logger.error(
                         "could not record the task outcome; it will run again when its lease expires",
                         extra={"action": "task.record_failed", "error": error_text(exc), **log},
@@ -259,8 +272,10 @@ class Worker:
                     return
                 await asyncio.sleep(0.5 * 2**attempt)
         if held:
+            self.metrics.task_recorded(log["task_type"], action)
             logger.info(action.replace("task.", "task "), extra={"action": action, **log})
         else:
+            self.metrics.task_outcome(log["task_type"], "lost")
             logger.warning(
                 "task outcome discarded: this runner no longer holds the task's lease",
                 extra={"action": "task.lease_lost", **log},
@@ -306,13 +321,16 @@ class Worker:
                         lease_seconds=self.settings.task_lease_seconds,
                     )
             except _DB_ERRORS as exc:
+                self.metrics.lease_renewal_errors.inc()
                 logger.warning(
                     "lease heartbeat failed",
                     extra={"action": "runner.heartbeat_error", "error": error_text(exc)},
                 )
                 continue
+            self.metrics.lease_renewals.inc(len(held))
             for runner, task in list(self._inflight.items()):
                 if task.id not in held:
+                    self.metrics.leases_lost.inc()
                     logger.error(
                         "lease lost; abandoning task",
                         extra={"action": "task.lease_lost", "task_id": str(task.id)},
