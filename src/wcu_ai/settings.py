@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     doc_timeout_seconds: float = Field(default=300.0, gt=0)
     docx_max_uncompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     doc_max_pdf_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    # What one document may produce. 10M characters is 2,000 pages (WCU_DOC_MAX_PAGES) of ~5,000,
+    # a dense page; 100,000 on one page is ten times that; 20,000 chunks is what 10M characters
+    # give at the chunker's shortest cut (half a chunk), so only abnormal splits reach it.
+    doc_max_text_chars: int = Field(default=10_000_000, ge=1)
+    doc_max_page_chars: int = Field(default=100_000, ge=1)
+    doc_max_chunks: int = Field(default=20_000, ge=1)
+    # Kernel limits on every poppler process. pdftotext needs ~30 MiB
+    # of address space for an ordinary PDF; a hostile 35 KB page drove it to 712 MiB.
+    poppler_max_memory_bytes: int = Field(default=512 * 1024 * 1024, ge=64 * 1024 * 1024)
+    poppler_max_cpu_seconds: int = Field(default=60, ge=1)
     work_dir: Path | None = None
     embedder: str | None = None
     embedder_dimensions: int | None = Field(default=None, ge=1, le=16000)

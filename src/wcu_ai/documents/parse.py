@@ -1,13 +1,15 @@
 """Parsing one document end to end: type check, limits, DOCX -> PDF, PDF -> pages -> chunks.
 
 Everything written on the way (the copy handed to LibreOffice, the converted PDF, poppler's
-HOME and TMPDIR) lives in one TemporaryDirectory under `work_dir`, removed on return, on
-error and on cancellation alike. The time limit covers the whole document: each tool gets what
-is left of it.
+HOME and TMPDIR) lives in one TemporaryDirectory under `work_dir`, removed
+on return, on error and on cancellation alike. The time limit covers the whole document: each
+tool gets what is left of it. What a document may produce is bounded too: characters per page and
+in all, chunks; past a limit the document is refused with a reason naming the setting.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import tempfile
@@ -15,10 +17,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from wcu_ai.documents.chunking import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, Chunk, chunk_pages
+from wcu_ai.documents.chunking import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, Chunk, iter_chunks
 from wcu_ai.documents.detect import DocumentKind, check_docx_safe, detect_type
 from wcu_ai.documents.office import OfficeConverter
 from wcu_ai.documents.pdf import read_pdf
+from wcu_ai.documents.process import ToolLimits
 from wcu_ai.errors import DocumentError, DocumentLimitError, DocumentTimeoutError
 from wcu_ai.settings import Settings
 
@@ -40,6 +43,11 @@ class DocumentLimits:
     docx_max_uncompressed_bytes: int = _SETTINGS["docx_max_uncompressed_bytes"].default
     max_pdf_bytes: int = _SETTINGS["doc_max_pdf_bytes"].default
     max_input_bytes: int = _SETTINGS["upload_max_bytes"].default
+    max_text_chars: int = _SETTINGS["doc_max_text_chars"].default
+    max_page_chars: int = _SETTINGS["doc_max_page_chars"].default
+    max_chunks: int = _SETTINGS["doc_max_chunks"].default
+    poppler_memory_bytes: int | None = _SETTINGS["poppler_max_memory_bytes"].default
+    poppler_cpu_seconds: int | None = _SETTINGS["poppler_max_cpu_seconds"].default
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DocumentLimits:
@@ -49,7 +57,16 @@ class DocumentLimits:
             docx_max_uncompressed_bytes=settings.docx_max_uncompressed_bytes,
             max_pdf_bytes=settings.doc_max_pdf_bytes,
             max_input_bytes=settings.upload_max_bytes,
+            max_text_chars=settings.doc_max_text_chars,
+            max_page_chars=settings.doc_max_page_chars,
+            max_chunks=settings.doc_max_chunks,
+            poppler_memory_bytes=settings.poppler_max_memory_bytes,
+            poppler_cpu_seconds=settings.poppler_max_cpu_seconds,
         )
+
+    @property
+    def poppler(self) -> ToolLimits:
+        return ToolLimits(memory_bytes=self.poppler_memory_bytes, cpu_seconds=self.poppler_cpu_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,17 +145,31 @@ async def parse_document(
                 f"The PDF is {pdf_bytes} bytes; the limit is {limits.max_pdf_bytes} (WCU_DOC_MAX_PDF_BYTES)"
             )
         content = await read_pdf(
-            pdf_path, max_pages=limits.max_pages, timeout=_left(deadline, limits), scratch_dir=scratch
+            pdf_path,
+            max_pages=limits.max_pages,
+            timeout=_left(deadline, limits),
+            scratch_dir=scratch,
+            max_text_chars=limits.max_text_chars,
+            limits=limits.poppler,
         )
+        pages = list(content.pages)
+        check_text_limits(pages, max_page_chars=limits.max_page_chars, max_text_chars=limits.max_text_chars)
 
-    chunks = chunk_pages(content.pages, max_chars=max_chars, overlap=overlap)
+    chunks = list(
+        itertools.islice(iter_chunks(pages, max_chars=max_chars, overlap=overlap), limits.max_chunks + 1)
+    )
+    if len(chunks) > limits.max_chunks:
+        raise DocumentLimitError(
+            f"The document's text makes more than {limits.max_chunks:,} chunks, the limit "
+            "(WCU_DOC_MAX_CHUNKS); split the document"
+        )
     parsed = ParsedDocument(
         kind=detected,
         page_count=content.page_count,
         title=content.title,
         author=content.author,
         producer=content.producer,
-        pages=content.pages,
+        pages=tuple(pages),
         chunks=tuple(chunks),
         source_bytes=source_bytes,
         pdf_bytes=pdf_bytes,
@@ -151,10 +182,27 @@ async def parse_document(
             "kind": detected,
             "pages": parsed.page_count,
             "chunks": len(chunks),
+            "text_chars": parsed.text_chars,
             "seconds": round(parsed.seconds, 3),
         },
     )
     return parsed
+
+
+def check_text_limits(pages: list[str], *, max_page_chars: int, max_text_chars: int) -> None:
+    """DocumentLimitError naming the setting when a page or the whole text is too long (pure)."""
+    for number, text in enumerate(pages, start=1):
+        if len(text) > max_page_chars:
+            raise DocumentLimitError(
+                f"Page {number} has {len(text):,} characters; the limit per page is {max_page_chars:,} "
+                "(WCU_DOC_MAX_PAGE_CHARS)"
+            )
+    total = sum(len(text) for text in pages)
+    if total > max_text_chars:
+        raise DocumentLimitError(
+            f"The document's text has {total:,} characters; the limit is {max_text_chars:,} "
+            "(WCU_DOC_MAX_TEXT_CHARS); split the document"
+        )
 
 
 def _checked_size(path: Path, max_bytes: int) -> int:
