@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 
 from tests.factories import make_pdf
-from tests.pdf_bytes import repeated_text_pdf, shared_content_pdf
-from wcu_ai.documents.pdf import PdfContent, parse_pdftotext_html, read_pdf
+from tests.pdf_bytes import repeated_text_pdf, scanned_pdf, shared_content_pdf, text_image
+from wcu_ai.documents.pdf import (
+    PageSize,
+    PdfContent,
+    page_sizes,
+    pages_with_images,
+    parse_image_pages,
+    parse_page_sizes,
+    parse_pdftotext_html,
+    read_pdf,
+)
 from wcu_ai.documents.process import ToolLimits
 from wcu_ai.errors import (
     DocumentError,
@@ -199,6 +208,23 @@ def test_poppler_out_of_cpu_time_is_refused_naming_the_setting(tmp_path: Path) -
         _read(path, limits=ToolLimits(memory_bytes=2 * 1024**3, cpu_seconds=1), timeout=120)
 
 
+@documents
+def test_image_pages_and_page_sizes(tmp_path: Path) -> None:
+    scan = scanned_pdf(tmp_path / "scan.pdf", [text_image("one"), text_image("two")], encoding="inline")
+    text = make_pdf(tmp_path / "text.pdf", ["no image here", "nor here"])
+
+    async def body() -> tuple[set[int] | None, set[int] | None, dict[int, PageSize]]:
+        limits = ToolLimits(memory_bytes=512 * 1024 * 1024)
+        kwargs = {"timeout": 30.0, "scratch": tmp_path, "limits": limits}
+        return (
+            await pages_with_images(scan, 1, 2, **kwargs),  # type: ignore[arg-type]
+            await pages_with_images(text, 1, 2, **kwargs),  # type: ignore[arg-type]
+            await page_sizes(scan, 2, 2, **kwargs),  # type: ignore[arg-type]
+        )
+
+    assert asyncio.run(body()) == ({1, 2}, set(), {2: PageSize(612, 792)})
+
+
 def test_parse_pdftotext_html_reads_metadata_and_pages() -> None:
     output = (
         '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN" "x"><html xmlns="x">\n<head>\n'
@@ -228,3 +254,15 @@ def test_a_form_feed_inside_a_line_is_not_a_page_end() -> None:
 def test_cut_output_is_refused() -> None:
     with pytest.raises(DocumentError, match="incomplete"):
         parse_pdftotext_html("<html>\n<head>\n</head>\n<body>\n<pre>\nsome text\n\n\f")
+
+
+def test_parse_page_sizes_and_image_pages() -> None:
+    info = "Pages:           3\nPage    2 size:  612 x 792 pts (letter)\nPage    2 rot:   0\nPage    3 size:  841.89 x 1190.55 pts\n"
+    assert parse_page_sizes(info) == {2: PageSize(612, 792), 3: PageSize(841.89, 1190.55)}
+    listing = (
+        "page   num  type   width height color comp bpc  enc interp  object ID x-ppi y-ppi size ratio\n"
+        "--------------------------------------------------------------------------------------------\n"
+        "   1     0 image    1700  2200  gray    1   8  image  no   [inline]     200   200    0B 0.0%\n"
+        "  12     1 smask     100   100  gray    1   8  image  no        10  0   200   200 3104B 0.7%\n"
+    )
+    assert parse_image_pages(listing) == {1, 12}

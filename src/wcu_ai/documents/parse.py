@@ -1,7 +1,8 @@
-"""Parsing one document end to end: type check, limits, DOCX -> PDF, PDF -> pages -> chunks.
+"""Parsing one document end to end: type check, limits, DOCX -> PDF, PDF -> pages (OCR for pages
+without a text layer) -> chunks.
 
 Everything written on the way (the copy handed to LibreOffice, the converted PDF, poppler's
-HOME and TMPDIR) lives in one TemporaryDirectory under `work_dir`, removed
+HOME and TMPDIR, page images for OCR) lives in one TemporaryDirectory under `work_dir`, removed
 on return, on error and on cancellation alike. The time limit covers the whole document: each
 tool gets what is left of it. What a document may produce is bounded too: characters per page and
 in all, chunks; past a limit the document is refused with a reason naming the setting.
@@ -14,11 +15,12 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wcu_ai.documents.chunking import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, Chunk, iter_chunks
 from wcu_ai.documents.detect import DocumentKind, check_docx_safe, detect_type
+from wcu_ai.documents.ocr import OcrOptions, ocr_pages, pages_without_text, visible_chars
 from wcu_ai.documents.office import OfficeConverter
 from wcu_ai.documents.pdf import read_pdf
 from wcu_ai.documents.process import ToolLimits
@@ -48,6 +50,7 @@ class DocumentLimits:
     max_chunks: int = _SETTINGS["doc_max_chunks"].default
     poppler_memory_bytes: int | None = _SETTINGS["poppler_max_memory_bytes"].default
     poppler_cpu_seconds: int | None = _SETTINGS["poppler_max_cpu_seconds"].default
+    ocr: OcrOptions = field(default_factory=OcrOptions)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DocumentLimits:
@@ -62,6 +65,7 @@ class DocumentLimits:
             max_chunks=settings.doc_max_chunks,
             poppler_memory_bytes=settings.poppler_max_memory_bytes,
             poppler_cpu_seconds=settings.poppler_max_cpu_seconds,
+            ocr=OcrOptions.from_settings(settings),
         )
 
     @property
@@ -71,7 +75,10 @@ class DocumentLimits:
 
 @dataclass(frozen=True, slots=True)
 class ParsedDocument:
-    """A parsed document: metadata, text per page (pages[0] is page 1), chunks and sizes."""
+    """A parsed document: metadata, text per page (pages[0] is page 1), chunks and sizes.
+
+    ocr_pages: the 1-based numbers of the pages whose text came from OCR.
+    """
 
     kind: DocumentKind
     page_count: int
@@ -83,6 +90,7 @@ class ParsedDocument:
     source_bytes: int
     pdf_bytes: int
     seconds: float
+    ocr_pages: tuple[int, ...] = ()
 
     @property
     def text(self) -> str:
@@ -154,6 +162,24 @@ async def parse_document(
         )
         pages = list(content.pages)
         check_text_limits(pages, max_page_chars=limits.max_page_chars, max_text_chars=limits.max_text_chars)
+        from_ocr: list[int] = []
+        if limits.ocr.enabled and (scanned := pages_without_text(pages)):
+            texts = await ocr_pages(
+                pdf_path,
+                scanned,
+                options=limits.ocr,
+                poppler_limits=limits.poppler,
+                max_page_chars=limits.max_page_chars,
+                deadline=deadline,
+                scratch=scratch,
+            )
+            for number, text in sorted(texts.items()):
+                if visible_chars(text) > visible_chars(pages[number - 1]):
+                    pages[number - 1] = text
+                    from_ocr.append(number)
+            check_text_limits(
+                pages, max_page_chars=limits.max_page_chars, max_text_chars=limits.max_text_chars
+            )
 
     chunks = list(
         itertools.islice(iter_chunks(pages, max_chars=max_chars, overlap=overlap), limits.max_chunks + 1)
@@ -174,6 +200,7 @@ async def parse_document(
         source_bytes=source_bytes,
         pdf_bytes=pdf_bytes,
         seconds=time.monotonic() - started,
+        ocr_pages=tuple(from_ocr),
     )
     logger.info(
         "document parsed",
@@ -183,6 +210,7 @@ async def parse_document(
             "pages": parsed.page_count,
             "chunks": len(chunks),
             "text_chars": parsed.text_chars,
+            "ocr_pages": len(from_ocr),
             "seconds": round(parsed.seconds, 3),
         },
     )

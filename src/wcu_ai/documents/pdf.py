@@ -1,4 +1,6 @@
-"""Reading a PDF with poppler: one `pdftotext -htmlmeta` run gives the metadata and every page's text.
+"""Reading a PDF with poppler: one `pdftotext -htmlmeta` run gives the metadata and every page's text;
+`pdfimages -list` (which pages show images), `pdfinfo` (page sizes) and `pdftoppm` (page images)
+run only for documents with pages that may need OCR.
 
 One process per document. `-htmlmeta` writes the Info dictionary's Title, Author and Producer,
 entity-escaped, in an HTML head before the text; the text itself is written raw between `<pre>` and
@@ -14,9 +16,10 @@ maps one code to several characters can slip one into a line: such a form feed, 
 line or another page, is read as a space.
 
 Bounds: every poppler process runs under `limits` (address space and CPU seconds; no file
-writes). pdftotext's output is read only up to what `max_text_chars` characters can take in UTF-8
-(at most 4 bytes each) plus the HTML around them: past that the tool is killed and the document
-refused, so a small file that expands to gigabytes of text never reaches memory.
+writes except pdftoppm's image, which is sized in advance). pdftotext's output is read only up to
+what `max_text_chars` characters can take in UTF-8 (at most 4 bytes each) plus the HTML around
+them: past that the tool is killed and the document refused, so a small file that expands to
+gigabytes of text never reaches memory.
 
 Reading order mode, not `-layout`: layout mode pads columns with spaces and interleaves
 side-by-side columns line by line, which hurts chunking and full-text search.
@@ -57,6 +60,10 @@ _TAIL = "</pre>\n</body>\n</html>\n"
 _PAGE_END = re.compile(r"(?:\A|(?<=\n\n)|(?<=\f))\f")
 _TITLE = re.compile(r"<title>(.*?)</title>\n", re.S)
 _META = re.compile(r'<meta name="(\w+)" content="(.*?)"/>\n', re.S)
+_PAGE_SIZE = re.compile(r"^Page\s+(\d+) size:\s+([\d.]+) x ([\d.]+) pts", re.M)
+_IMAGE_ROW = re.compile(r"^\s*(\d+)\s+\d+\s+\w", re.M)
+# pdfimages -list prints ~100 bytes per image; a listing past this many is not read to its end.
+_IMAGE_LIST_BYTES = 8 * 1024 * 1024
 # Room in pdftotext's output, on top of the text, for the HTML head and for the form feed and
 # blank line that end each page.
 _HEAD_BYTES = 64 * 1024
@@ -80,6 +87,14 @@ class PdfContent:
     pages: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class PageSize:
+    """A page's crop box (what viewers show and pdftoppm -cropbox renders), in points."""
+
+    width: float
+    height: float
+
+
 def parse_pdftotext_html(output: str) -> tuple[dict[str, str], list[str]]:
     """Split `pdftotext -htmlmeta` output into its metadata (unescaped) and its pages (pure).
 
@@ -100,6 +115,14 @@ def parse_pdftotext_html(output: str) -> tuple[dict[str, str], list[str]]:
         parts.pop()  # the last page's form feed ends the text
     pages = [part.replace(_FORM_FEED, " ").rstrip() for part in parts]
     return meta, pages
+
+
+def parse_page_sizes(output: str) -> dict[int, PageSize]:
+    """Page number -> crop box from `pdfinfo -f N -l M` output (pure)."""
+    return {
+        int(number): PageSize(float(width), float(height))
+        for number, width, height in _PAGE_SIZE.findall(output)
+    }
 
 
 async def read_pdf(
@@ -152,6 +175,71 @@ async def read_pdf(
     )
 
 
+def parse_image_pages(output: str) -> set[int]:
+    """The pages that show at least one image, from `pdfimages -list` output (pure)."""
+    return {int(page) for page in _IMAGE_ROW.findall(output)}
+
+
+async def pages_with_images(
+    path: Path, first: int, last: int, *, timeout: float, scratch: Path, limits: ToolLimits | None
+) -> set[int] | None:
+    """The pages of first..last that show an image (pdfimages lists them without decoding any).
+
+    None when the listing is too long to read (tens of thousands of images): any page may have one.
+    """
+    argv = ["pdfimages", "-list", "-f", str(first), "-l", str(last), str(path.absolute())]
+    try:
+        output = await run_poppler(
+            argv,
+            timeout=timeout,
+            scratch=scratch,
+            limits=_no_files(limits),
+            max_stdout_bytes=_IMAGE_LIST_BYTES,
+        )
+    except ToolOutputLimitError:
+        return None
+    return parse_image_pages(output)
+
+
+async def page_sizes(
+    path: Path, first: int, last: int, *, timeout: float, scratch: Path, limits: ToolLimits | None
+) -> dict[int, PageSize]:
+    """The crop box of pages first..last (pdfinfo prints two short lines per page)."""
+    argv = ["pdfinfo", "-f", str(first), "-l", str(last), str(path.absolute())]
+    output = await run_poppler(
+        argv,
+        timeout=timeout,
+        scratch=scratch,
+        limits=_no_files(limits),
+        max_stdout_bytes=_HEAD_BYTES + 256 * (last - first + 1),
+    )
+    return parse_page_sizes(output)
+
+
+async def render_page(
+    path: Path,
+    page: int,
+    *,
+    dpi: int,
+    size: PageSize,
+    out: Path,
+    timeout: float,
+    scratch: Path,
+    limits: ToolLimits | None,
+) -> Path:
+    """Page `page` as an 8-bit grayscale PGM image at `dpi`, written to `out` (.pgm is appended).
+
+    The file may be no larger than the image the page's size and `dpi` make: pdftoppm is stopped
+    by the kernel (RLIMIT_FSIZE) before it writes more.
+    """
+    pixels = (int(size.width * dpi / 72) + 2) * (int(size.height * dpi / 72) + 2)
+    argv = ["pdftoppm", "-r", str(dpi), "-gray", "-cropbox", "-f", str(page), "-l", str(page)]
+    argv += ["-singlefile", str(path.absolute()), str(out.absolute())]
+    image_limits = dataclasses.replace(limits or ToolLimits(), file_bytes=pixels + 4096)
+    await run_poppler(argv, timeout=timeout, scratch=scratch, limits=image_limits, max_stdout_bytes=4096)
+    return out.with_name(out.name + ".pgm")
+
+
 async def run_poppler(
     argv: list[str],
     *,
@@ -190,7 +278,7 @@ def _text_limit_error(max_text_chars: int) -> DocumentLimitError:
 
 
 def _no_files(limits: ToolLimits | None) -> ToolLimits | None:
-    # pdftotext writes only to its stdout pipe: any file it opens for writing is a fault.
+    # pdftotext and pdfinfo write only to their stdout pipe: any file they open for writing is a fault.
     return None if limits is None else dataclasses.replace(limits, file_bytes=0)
 
 
