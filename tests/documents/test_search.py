@@ -1,4 +1,5 @@
-"""Search ranking: reciprocal rank fusion, and the vector query's use of the HNSW index."""
+"""Search ranking: reciprocal rank fusion, plain-text snippets with highlight offsets, and the
+queries' use of their indexes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import psycopg
 import pytest
 
 from wcu_ai.database import open_pool
-from wcu_ai.documents.search import fuse, search_hybrid, vector_query
+from wcu_ai.documents.search import fuse, highlighted, search_hybrid, search_text, vector_query
 from wcu_ai.migrations import MigrationTool
 from wcu_ai.settings import Settings
 
@@ -27,6 +28,50 @@ def test_fuse_ranks_what_both_rankings_agree_on_first() -> None:
     fused = fuse([text_ranking, vector_ranking], limit=3)
     assert [p.snippet for p in fused] == ["s2", "s3", "s1"]
     assert fused[0].score == pytest.approx(1 / 62 + 1 / 61)
+
+
+def test_highlighted_turns_marks_into_offsets() -> None:
+    assert highlighted("the \x02quarterly\x03 \x02revenues\x03 grew") == (
+        "the quarterly revenues grew",
+        ((4, 13), (14, 22)),
+    )
+    assert highlighted("no marks <b>at all</b>") == ("no marks <b>at all</b>", ())
+    # Offsets count code points, not bytes; a stray or empty mark gives no span.
+    assert highlighted("é\x02ß\x03 \x03x\x02\x03 \x02") == ("éß x ", ((1, 2),))
+
+
+def _insert_chunk(db_url: str, text: str) -> uuid.UUID:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        doc = conn.execute(
+            "INSERT INTO parsed_documents (filename, content_type, kind, sha256, size_bytes, status) "
+            "VALUES ('h.pdf', 'application/pdf', 'pdf', %s, 1, 'parsed') RETURNING id",
+            (hashlib.sha256(text.encode()).digest(),),
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO parsed_document_chunks (document_id, page_no, ordinal, char_start, char_end, text) "
+            "VALUES (%s, 1, 0, 0, %s, %s)",
+            (doc, len(text), text),
+        )
+    return doc
+
+
+def test_snippets_are_plain_text_with_offsets_never_live_markup(settings: Settings, db_url: str) -> None:
+    """Regression (issue 10, item 4): ts_headline's <b> tags came back around the document's own HTML."""
+    MigrationTool(settings).run_up()
+    # STX/ETX in the text itself: what the headline marks matches with; they must not make a span.
+    text = "Quarterly zeppelin report <img src=x onerror=alert(1)> and \x02zeppelins\x03 end."
+    doc = _insert_chunk(db_url, text)
+
+    async def body() -> list[Any]:
+        async with open_pool(settings) as pool, pool.connection() as conn:
+            return await search_text(conn, "zeppelin", limit=5)
+
+    [passage] = asyncio.run(body())
+    assert passage.document_id == doc
+    assert "<img src=x onerror=alert(1)>" in passage.snippet  # the document's text, as text
+    assert "<b>" not in passage.snippet
+    assert "\x02" not in passage.snippet and "\x03" not in passage.snippet
+    assert [passage.snippet[start:end] for start, end in passage.highlights] == ["zeppelin", "zeppelins"]
 
 
 DIMS = 3

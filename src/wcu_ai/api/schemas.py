@@ -81,10 +81,19 @@ class DocumentText(BaseModel):
 
 
 class SearchHit(BaseModel):
+    """A ranked passage. `snippet` is plain text, never HTML: escape it like any other text before
+    putting it in a page. The words that matched are `highlights`, [start, end) offsets into
+    `snippet` counted in Unicode code points (in JavaScript, index `Array.from(snippet)`)."""
+
     document_id: UUID
     page: int
     score: float
-    snippet: str
+    snippet: str = Field(description="plain text around the matches (never markup)")
+    highlights: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="[start, end) offsets of the matched words in `snippet`, in Unicode code points; "
+        "empty for passages found by vector similarity only",
+    )
     text: str
 
 

@@ -76,10 +76,13 @@ WHERE id = %(id)s;
 
 -- name: search_text
 -- Full-text ranking: websearch syntax ("quoted phrases", -exclusions, or), the same 'english'
--- configuration the chunks' tsv column was built with.
+-- configuration the chunks' tsv column was built with. The headline marks matches with the
+-- control characters STX/ETX (taken out of the text first), never with markup: search.py turns
+-- them into offsets, so a document's own "<b>" or "<img onerror=...>" stays text.
 SELECT c.document_id, c.page_no, c.ordinal, c.text,
        ts_rank_cd(c.tsv, q.query) AS score,
-       ts_headline('english', c.text, q.query, 'MaxFragments=1, MaxWords=40, MinWords=15') AS snippet
+       ts_headline('english', translate(c.text, E'\x02\x03', '  '), q.query,
+                   E'StartSel=\x02, StopSel=\x03, MaxFragments=1, MaxWords=40, MinWords=15') AS snippet
 FROM websearch_to_tsquery('english', %(q)s) AS q(query)
 JOIN parsed_document_chunks c ON c.tsv @@ q.query
 JOIN parsed_documents d ON d.id = c.document_id AND d.status = 'parsed'
