@@ -13,6 +13,8 @@ import pytest
 
 from wcu_ai.database import open_pool
 from wcu_ai.documents.search import fuse, highlighted, search_hybrid, search_text, vector_query
+from wcu_ai.documents.store import Q
+from wcu_ai.documents.textsearch import TEXT_SEARCH_CONFIGS
 from wcu_ai.migrations import MigrationTool
 from wcu_ai.settings import Settings
 
@@ -72,6 +74,88 @@ def test_snippets_are_plain_text_with_offsets_never_live_markup(settings: Settin
     assert "<b>" not in passage.snippet
     assert "\x02" not in passage.snippet and "\x03" not in passage.snippet
     assert [passage.snippet[start:end] for start, end in passage.highlights] == ["zeppelin", "zeppelins"]
+
+
+def _search(settings: Settings, query: str) -> list[Any]:
+    async def body() -> list[Any]:
+        async with open_pool(settings) as pool, pool.connection() as conn:
+            return await search_text(conn, query, limit=10)
+
+    return asyncio.run(body())
+
+
+def _insert_document(db_url: str, config: str, texts: list[str]) -> uuid.UUID:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        doc = conn.execute(
+            "INSERT INTO parsed_documents (filename, content_type, kind, sha256, size_bytes, status, "
+            "text_search_config) VALUES ('l.pdf', 'application/pdf', 'pdf', %s, 1, 'parsed', %s) RETURNING id",
+            (hashlib.sha256(repr(texts).encode()).digest(), config),
+        ).fetchone()[0]
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO parsed_document_chunks (document_id, page_no, ordinal, char_start, char_end, text, "
+                "text_search_config) VALUES (%s, 1, %s, 0, 1, %s, %s)",
+                [(doc, i, text, config) for i, text in enumerate(texts)],
+            )
+    return doc
+
+
+def test_each_document_is_searched_in_its_own_language(settings: Settings, db_url: str) -> None:
+    """Regression (issue 10, item 13): 'english' was hard-coded, so other languages stemmed wrongly."""
+    MigrationTool(settings).run_up()
+    french = _insert_document(db_url, "french", ["Les chevaux couraient dans les prés du village."])
+    english = _insert_document(db_url, "english", ["The horses were running in the meadows."])
+    codes = _insert_document(db_url, "simple", ["Part numbers: the X-17 and the zx81 were shipped."])
+    # 'cheval' is the French stem of 'chevaux': only French stemming finds it.
+    assert [p.document_id for p in _search(settings, "cheval")] == [french]
+    assert [p.document_id for p in _search(settings, "horse")] == [english]
+    # 'the' is an English stop word, yet a word like any other in a 'simple' document.
+    assert [p.document_id for p in _search(settings, "the zx81")] == [codes]
+    [hit] = _search(settings, "chevaux")
+    assert [hit.snippet[a:b] for a, b in hit.highlights] == ["chevaux"]
+
+
+@pytest.fixture
+def many_chunks(settings: Settings, db_url: str) -> None:
+    """2,000 chunks in 100 parsed documents over four configurations, made by SQL."""
+    MigrationTool(settings).run_up()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO parsed_documents (filename, content_type, kind, sha256, size_bytes, status, "
+            "text_search_config) SELECT 'g.pdf', 'application/pdf', 'pdf', sha256(d::text::bytea), 1, "
+            "'parsed', (ARRAY['english', 'french', 'german', 'simple'])[d % 4 + 1] FROM generate_series(1, 100) d"
+        )
+        conn.execute(
+            "INSERT INTO parsed_document_chunks (document_id, page_no, ordinal, char_start, char_end, text, "
+            "text_search_config) SELECT d.id, 1, n, 0, 1, 'routine entry ' || n || ' about budgets and plans', "
+            "d.text_search_config FROM parsed_documents d, generate_series(1, 20) n"
+        )
+        conn.execute("ANALYZE parsed_documents")
+        conn.execute("ANALYZE parsed_document_chunks")
+
+
+def _text_plan(db_url: str, query: Any) -> str:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SET enable_seqscan = off")  # as for the vector index: a usable index is then used
+        rows = conn.execute(
+            psycopg.sql.SQL("EXPLAIN ") + query,
+            {"q": "zeppelin", "limit": 10, "configs": list(TEXT_SEARCH_CONFIGS)},
+        ).fetchall()
+    return "\n".join(r[0] for r in rows)
+
+
+def test_the_full_text_query_uses_the_gin_index(many_chunks: None, db_url: str) -> None:
+    plan = _text_plan(db_url, psycopg.sql.SQL(Q["search_text"]))
+    assert "Bitmap Index Scan on parsed_document_chunks_tsv_idx" in plan, plan
+
+
+def test_a_query_parsed_per_row_cannot_use_the_gin_index(many_chunks: None, db_url: str) -> None:
+    """The control: parsing the query with each row's configuration leaves the index unusable."""
+    per_row = psycopg.sql.SQL(
+        "SELECT c.id FROM parsed_document_chunks c WHERE cardinality(%(configs)s::text[]) > 0 AND "
+        "c.tsv @@ websearch_to_tsquery(c.text_search_config::regconfig, %(q)s) LIMIT %(limit)s"
+    )
+    assert "parsed_document_chunks_tsv_idx" not in _text_plan(db_url, per_row)
 
 
 DIMS = 3

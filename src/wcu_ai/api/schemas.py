@@ -57,6 +57,10 @@ class DocumentPublic(BaseModel):
     producer: str | None
     pdf_bytes: int | None
     text_chars: int | None
+    text_search_config: str | None = Field(
+        default=None,
+        description="the text-search configuration its chunks are indexed with (set when parsed)",
+    )
     task_id: UUID | None
     created_at: datetime
     updated_at: datetime

@@ -19,6 +19,7 @@ from uuid import UUID
 from psycopg import AsyncConnection, sql
 
 from wcu_ai.documents.store import Q
+from wcu_ai.documents.textsearch import TEXT_SEARCH_CONFIGS
 from wcu_ai.embeddings import embed_texts
 from wcu_ai.tasks.model import error_text
 
@@ -110,7 +111,8 @@ async def search_text(conn: AsyncConnection[Any], query: str, *, limit: int) -> 
 
 
 async def _search_text_rows(conn: AsyncConnection[Any], query: str, *, limit: int) -> list[dict[str, Any]]:
-    rows = await (await conn.execute(Q["search_text"], {"q": query, "limit": limit})).fetchall()
+    params = {"q": query, "limit": limit, "configs": list(TEXT_SEARCH_CONFIGS)}
+    rows = await (await conn.execute(Q["search_text"], params)).fetchall()
     return [_text_row(r) for r in rows]
 
 

@@ -15,6 +15,7 @@ from wcu_ai.api.upload import receive_file
 from wcu_ai.documents import store
 from wcu_ai.documents.detect import detect_type
 from wcu_ai.documents.handlers import work_dir
+from wcu_ai.documents.textsearch import TextSearchConfig
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
@@ -46,7 +47,18 @@ _UPLOAD_BODY = {
         422: {},
     },
 )
-async def upload_document(request: Request, settings: SettingsDep, pool: PoolDep) -> Any:
+async def upload_document(
+    request: Request,
+    settings: SettingsDep,
+    pool: PoolDep,
+    language: Annotated[
+        TextSearchConfig | None,
+        Query(
+            description="the text-search configuration to index the text with (`simple`: no stemming); "
+            "detected from the text when absent"
+        ),
+    ] = None,
+) -> Any:
     """Multipart upload (field `file`) of a PDF or DOCX, detected from its bytes; parsing is queued."""
     async with receive_file(
         request, field="file", max_bytes=settings.upload_max_bytes, scratch_dir=work_dir(settings) / "uploads"
@@ -63,6 +75,7 @@ async def upload_document(request: Request, settings: SettingsDep, pool: PoolDep
             kind=kind,
             sha256=received.sha256,
             content=received.path.read_bytes(),
+            text_search_config=language,
         )
     async with pool.connection() as conn:
         created = await store.create(
