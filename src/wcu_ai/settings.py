@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # Tesseract with eng needs ~200 MiB of address space on a letter page at 300 DPI.
     ocr_max_memory_bytes: int = Field(default=1024 * 1024 * 1024, ge=256 * 1024 * 1024)
     ocr_max_cpu_seconds: int = Field(default=60, ge=1)
+    # The most characters of page text one GET /v1/documents/{id}/text answers with (the JSON body
+    # is at most a few times this: each page's text and the joined text, escaped).
+    text_response_max_chars: int = Field(default=1_000_000, ge=1000)
     work_dir: Path | None = None
     embedder: str | None = None
     embedder_dimensions: int | None = Field(default=None, ge=1, le=16000)

@@ -75,11 +75,24 @@ class DocumentPage(BaseModel):
 class PageText(BaseModel):
     page: int
     text: str
+    ocr: bool = Field(default=False, description="the text was read from the page's image by OCR")
+    truncated: bool = Field(
+        default=False, description="the page alone is longer than a response holds; `text` is its beginning"
+    )
 
 
 class DocumentText(BaseModel):
+    """Pages from_page..to_page of the document's text, as many as one response holds.
+
+    When the requested range did not fit, `next_page` is the `from_page` to ask for next; it is
+    null once the range is complete. `text` is the returned pages' text joined by blank lines."""
+
     document_id: UUID
     page_count: int
+    text_chars: int | None = Field(default=None, description="characters of text in the whole document")
+    from_page: int
+    to_page: int = Field(description="the last page returned (from_page - 1 when none is)")
+    next_page: int | None = Field(description="where the rest of the requested range starts; null: none left")
     text: str
     pages: list[PageText]
 

@@ -35,8 +35,22 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
--- name: pages
-SELECT page_no, text FROM parsed_document_pages WHERE document_id = %(id)s ORDER BY page_no;
+-- name: page_range
+-- Pages from_page..to_page in order, at most max_pages of them, and of those only as many as fit in
+-- max_chars characters: the first always, cut to max_chars (a page longer than that exists only
+-- from before the per-page limit). The window adds up lengths, so no text past the budget leaves
+-- the server; max_pages bounds the pages whose length is computed.
+SELECT page_no, ocr, chars, left(text, %(max_chars)s) AS text
+FROM (
+    SELECT page_no, ocr, text, length(text) AS chars,
+           sum(length(text)) OVER (ORDER BY page_no) AS running,
+           row_number() OVER (ORDER BY page_no) AS n
+    FROM (SELECT page_no, ocr, text FROM parsed_document_pages
+          WHERE document_id = %(id)s AND page_no BETWEEN %(from_page)s AND %(to_page)s
+          ORDER BY page_no LIMIT %(max_pages)s) AS wanted
+) AS counted
+WHERE running <= %(max_chars)s OR n = 1
+ORDER BY page_no;
 
 -- name: delete
 DELETE FROM parsed_documents WHERE id = %(id)s RETURNING id;

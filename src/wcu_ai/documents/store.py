@@ -105,8 +105,18 @@ async def list_documents(
     return await (await conn.execute(Q["list"], params)).fetchall()
 
 
-async def pages(conn: AsyncConnection[Any], document_id: UUID) -> list[dict[str, Any]]:
-    return await (await conn.execute(Q["pages"], {"id": document_id})).fetchall()
+async def page_range(
+    conn: AsyncConnection[Any], document_id: UUID, *, first: int, last: int, max_pages: int, max_chars: int
+) -> list[dict[str, Any]]:
+    """Pages first..last (page_no, text, ocr, chars: the page's full length) within the bounds."""
+    params = {
+        "id": document_id,
+        "from_page": first,
+        "to_page": last,
+        "max_pages": max_pages,
+        "max_chars": max_chars,
+    }
+    return await (await conn.execute(Q["page_range"], params)).fetchall()
 
 
 async def delete(conn: AsyncConnection[Any], document_id: UUID) -> bool:
