@@ -2,7 +2,7 @@
 
     uv run python bench/parse_documents.py [--repeat 3] [--keep DIR]
 
-PDF: parse_document (pdfinfo + one pdftotext + chunking) vs a bare `pdftotext file -`.
+PDF: parse_document (one `pdftotext -htmlmeta` under prlimit, then chunking) vs a bare `pdftotext file -`.
 DOCX: parse_document through a warm OfficeConverter and through a cold one (warm=False), each
 including the PDF path, vs a cold one-shot `soffice --headless --convert-to pdf` with an
 existing profile (and with a fresh profile, for reference). Also: one pdftotext call split on form feeds vs a call per page.

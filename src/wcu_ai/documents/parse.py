@@ -1,9 +1,11 @@
 """Parsing one document end to end: type check, limits, DOCX -> PDF, PDF -> pages (OCR for pages
 without a text layer) -> chunks.
 
-Everything written on the way (the copy handed to LibreOffice, the converted PDF, poppler's
-HOME and TMPDIR, page images for OCR) lives in one TemporaryDirectory under `work_dir`, removed
-on return, on error and on cancellation alike. The time limit covers the whole document: each
+Everything written on the way (the copy handed to LibreOffice, the converted PDF, page images
+for OCR and the HOME and TMPDIR of the tools that make them) lives in one TemporaryDirectory
+under `work_dir`, removed on return, on error and on cancellation alike. It is made only when
+something needs it: a PDF with a text layer needs none (pdftotext may write nothing), and
+making and removing a directory cost more than the rest of our path on a busy disk. The time limit covers the whole document: each
 tool gets what is left of it. What a document may produce is bounded too: characters per page and
 in all, chunks; past a limit the document is refused with a reason naming the setting.
 """
@@ -134,17 +136,16 @@ async def parse_document(
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
 
-    with tempfile.TemporaryDirectory(dir=work_dir, prefix="wcu-parse-") as tmp_name:
-        tmp = Path(tmp_name)
-        scratch = tmp / "scratch"
-        scratch.mkdir(mode=0o700)
+    with _WorkArea(work_dir) as area:
         if detected == "docx":
             assert converter is not None
             check_docx_safe(path, limits.docx_max_uncompressed_bytes)
             # LibreOffice names its output after the input: give it a fixed, harmless name.
-            source = tmp / "source.docx"
+            source = area.path / "source.docx"
             shutil.copyfile(path, source)
-            pdf_path = await converter.convert_to_pdf(source, tmp / "pdf", timeout=_left(deadline, limits))
+            pdf_path = await converter.convert_to_pdf(
+                source, area.path / "pdf", timeout=_left(deadline, limits)
+            )
         else:
             pdf_path = path
         pdf_bytes = pdf_path.stat().st_size
@@ -156,7 +157,6 @@ async def parse_document(
             pdf_path,
             max_pages=limits.max_pages,
             timeout=_left(deadline, limits),
-            scratch_dir=scratch,
             max_text_chars=limits.max_text_chars,
             limits=limits.poppler,
         )
@@ -171,7 +171,7 @@ async def parse_document(
                 poppler_limits=limits.poppler,
                 max_page_chars=limits.max_page_chars,
                 deadline=deadline,
-                scratch=scratch,
+                scratch=area.scratch(),
             )
             for number, text in sorted(texts.items()):
                 if visible_chars(text) > visible_chars(pages[number - 1]):
@@ -215,6 +215,33 @@ async def parse_document(
         },
     )
     return parsed
+
+
+class _WorkArea:
+    """The document's TemporaryDirectory under `work_dir`, made on first use, removed on exit."""
+
+    def __init__(self, work_dir: Path | None) -> None:
+        self._work_dir = work_dir
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def path(self) -> Path:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(dir=self._work_dir, prefix="wcu-parse-")
+        return Path(self._tmp.name)
+
+    def scratch(self) -> Path:
+        """A private HOME and TMPDIR for the tools."""
+        scratch = self.path / "scratch"
+        scratch.mkdir(mode=0o700, exist_ok=True)
+        return scratch
+
+    def __enter__(self) -> _WorkArea:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
 
 def check_text_limits(pages: list[str], *, max_page_chars: int, max_text_chars: int) -> None:

@@ -27,13 +27,10 @@ side-by-side columns line by line, which hurts chunking and full-text search.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import html
 import re
 import signal
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +50,8 @@ from wcu_ai.settings import Settings
 _DEFAULT_MAX_TEXT_CHARS: int = Settings.model_fields["doc_max_text_chars"].default
 
 _FORM_FEED = "\f"
+# HOME and TMPDIR of a poppler run that must write nothing: the conventional home of no one.
+_NO_HOME = Path("/nonexistent")
 _HEAD_END = "</head>\n<body>\n<pre>\n"
 _TAIL = "</pre>\n</body>\n</html>\n"
 # A page ends at a form feed that opens the text, follows another page's form feed, or follows a
@@ -139,20 +138,21 @@ async def read_pdf(
     Raises EncryptedDocumentError for a password-protected PDF, DocumentLimitError past
     `max_pages` or when the text is longer than `max_text_chars` allows, DocumentTimeoutError when
     poppler runs out of time, DocumentError for an empty, damaged or non-PDF file or when poppler
-    stops at one of `limits`, ToolMissingError when poppler is not installed. `scratch_dir`
-    (private HOME and TMPDIR for poppler) defaults to a temporary directory removed on return.
+    stops at one of `limits`, ToolMissingError when poppler is not installed. `scratch_dir` is
+    poppler's HOME, TMPDIR and working directory; without one pdftotext, which writes nothing (its
+    file-size limit is 0), gets a HOME and TMPDIR that do not exist and runs in /: no directory is
+    made and removed per document.
     """
     _check_not_empty(path)
-    # Absolute: the tools run in the scratch directory.
+    # Absolute: the tool runs in another directory.
     argv = ["pdftotext", "-htmlmeta", "-enc", "UTF-8", "-l", str(max_pages + 1), str(path.absolute()), "-"]
     cap = 4 * max_text_chars + _HEAD_BYTES + _PER_PAGE_BYTES * (max_pages + 1)
-    with _scratch(scratch_dir) as scratch:
-        try:
-            output = await run_poppler(
-                argv, timeout=timeout, scratch=scratch, limits=_no_files(limits), max_stdout_bytes=cap
-            )
-        except ToolOutputLimitError as exc:
-            raise _text_limit_error(max_text_chars) from exc
+    try:
+        output = await run_poppler(
+            argv, timeout=timeout, scratch=scratch_dir, limits=_no_files(limits), max_stdout_bytes=cap
+        )
+    except ToolOutputLimitError as exc:
+        raise _text_limit_error(max_text_chars) from exc
     meta, pages = parse_pdftotext_html(output)
     if not pages:
         raise DocumentError("The PDF has no pages")
@@ -244,17 +244,19 @@ async def run_poppler(
     argv: list[str],
     *,
     timeout: float,
-    scratch: Path,
+    scratch: Path | None,
     limits: ToolLimits | None,
     max_stdout_bytes: int | None = None,
 ) -> str:
-    """Run a poppler tool; its failures become DocumentErrors that say what to do."""
+    """Run a poppler tool in `scratch` (None: one that writes nothing, in /, with no usable HOME);
+    its failures become DocumentErrors that say what to do."""
+    home = scratch or _NO_HOME
     try:
         result = await run_tool(
             argv,
             timeout=timeout,
-            cwd=scratch,
-            env=tool_env(scratch, scratch),
+            cwd=scratch or Path("/"),
+            env=tool_env(home, home),
             limits=limits,
             max_stdout_bytes=max_stdout_bytes,
         )
@@ -321,12 +323,3 @@ def _document_error(exc: ToolError, *, limited: bool) -> DocumentError:
     return DocumentError(
         f"The PDF is damaged, truncated or not a PDF ({reason}); export it again and re-upload"
     )
-
-
-@contextlib.contextmanager
-def _scratch(scratch_dir: Path | None) -> Iterator[Path]:
-    if scratch_dir is not None:
-        yield scratch_dir
-        return
-    with tempfile.TemporaryDirectory(prefix="wcu-pdf-") as tmp:
-        yield Path(tmp)
