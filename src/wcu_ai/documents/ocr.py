@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,10 +222,16 @@ def _ocr_error(exc: ToolError, page: int, languages: str) -> DocumentError:
     tail = exc.stderr_tail
     if _LANGUAGE_FAILED in tail or "load any languages" in tail:
         return _language_error(languages)
+    if exc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        # RLIMIT_CPU's soft and hard limit are one: the kernel's SIGXCPU comes with SIGKILL.
+        return DocumentLimitError(
+            f"OCR of page {page} was stopped: Tesseract used up its CPU time (WCU_OCR_MAX_CPU_SECONDS) "
+            "or the system ran out of memory"
+        )
     if (exc.returncode is not None and exc.returncode < 0) or _OUT_OF_MEMORY.search(tail):
         return DocumentLimitError(
-            f"OCR of page {page} stopped at Tesseract's memory or CPU limit ({exc.message}; "
-            "WCU_OCR_MAX_MEMORY_BYTES, WCU_OCR_MAX_CPU_SECONDS)"
+            f"OCR of page {page} stopped ({exc.message}): Tesseract ran out of the memory allowed "
+            "(WCU_OCR_MAX_MEMORY_BYTES) or crashed"
         )
     reason = tail.splitlines()[-1] if tail else f"exit code {exc.returncode}"
     return DocumentError(f"OCR of page {page} failed ({reason})")

@@ -70,9 +70,8 @@ _PER_PAGE_BYTES = 4
 # How a tool short of address space fails when it does not crash: poppler's allocator says so, or
 # the loader cannot map a library.
 _OUT_OF_MEMORY = re.compile(r"failed to map segment|cannot allocate memory|out of memory", re.I)
-# Signals a tool under limits dies of when it hits them: SIGXCPU for the CPU time; an allocation
-# past the address space makes poppler abort or crash.
-_LIMIT_SIGNALS = {signal.SIGXCPU, signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGKILL}
+# Signals poppler dies of when an allocation fails past its address-space limit (or when it crashes).
+_LIMIT_SIGNALS = {signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,13 +205,19 @@ async def page_sizes(
 ) -> dict[int, PageSize]:
     """The crop box of pages first..last (pdfinfo prints two short lines per page)."""
     argv = ["pdfinfo", "-f", str(first), "-l", str(last), str(path.absolute())]
-    output = await run_poppler(
-        argv,
-        timeout=timeout,
-        scratch=scratch,
-        limits=_no_files(limits),
-        max_stdout_bytes=_HEAD_BYTES + 256 * (last - first + 1),
-    )
+    try:
+        output = await run_poppler(
+            argv,
+            timeout=timeout,
+            scratch=scratch,
+            limits=_no_files(limits),
+            max_stdout_bytes=_HEAD_BYTES + 256 * (last - first + 1),
+        )
+    except ToolOutputLimitError as exc:
+        # Only metadata strings of tens of kilobytes make pdfinfo say this much.
+        raise DocumentError(
+            "The PDF's metadata is too long to read; export the PDF again and re-upload"
+        ) from exc
     return parse_page_sizes(output)
 
 
@@ -306,10 +311,18 @@ def _document_error(exc: ToolError, *, limited: bool) -> DocumentError:
         return DocumentError("The PDF has no pages")
     if exc.returncode == 3 or "not allowed" in tail:
         return DocumentError("The PDF's permissions forbid extracting its text; save it without restrictions")
-    if exc.returncode is not None and exc.returncode < 0 and limited and -exc.returncode in _LIMIT_SIGNALS:
+    signum = -exc.returncode if exc.returncode is not None and exc.returncode < 0 else None
+    if limited and signum in (signal.SIGXCPU, signal.SIGKILL):
+        # RLIMIT_CPU's soft and hard limit are one: the kernel's SIGXCPU comes with SIGKILL.
         return DocumentLimitError(
-            f"poppler stopped at its memory or CPU limit on this PDF (signal {-exc.returncode}; "
-            "WCU_POPPLER_MAX_MEMORY_BYTES, WCU_POPPLER_MAX_CPU_SECONDS); simplify the document"
+            f"poppler was stopped on this PDF (signal {signum}): it used up its CPU time "
+            "(WCU_POPPLER_MAX_CPU_SECONDS) or the system ran out of memory; simplify the document"
+        )
+    if limited and signum in _LIMIT_SIGNALS:
+        # An allocation past RLIMIT_AS aborts or crashes poppler: the signal cannot tell it from a bug.
+        return DocumentLimitError(
+            f"poppler stopped on this PDF (signal {signum}): it ran out of the memory allowed "
+            "(WCU_POPPLER_MAX_MEMORY_BYTES) or crashed; simplify the document"
         )
     if limited and _OUT_OF_MEMORY.search(tail):
         return DocumentLimitError(
