@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import uuid
 from typing import Any
 
@@ -160,13 +161,20 @@ def test_a_query_parsed_per_row_cannot_use_the_gin_index(many_chunks: None, db_u
 
 DIMS = 3
 MODEL = "test:3d"
+STEP = 0.0015  # radians between neighbouring chunks' embeddings; 2,000 chunks span 3 radians
+
+
+def _embedding(k: int) -> str:
+    return str([math.cos(k * STEP), math.sin(k * STEP), 0.0])
 
 
 @pytest.fixture
 def chunks(settings: Settings, db_url: str) -> None:
     """100 parsed documents of 20 embedded chunks each, and a 3-dimension HNSW index like migration 0002's.
 
-    Chunk k of the corpus has the embedding [1, k/2000, 0]; its text is "chunk k".
+    Chunk k of the corpus has the embedding [cos a, sin a, 0] with a = k * STEP radians; its text is
+    "chunk k". Neighbours are 1 - cos(STEP) ~ 1e-6 apart in cosine distance: well above float32's
+    resolution near 1, which made [1, k/2000, 0] neighbours (~1e-7 apart) tie or swap now and then.
     """
     MigrationTool(settings).run_up()
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -184,10 +192,7 @@ def chunks(settings: Settings, db_url: str) -> None:
                 cur.executemany(
                     "INSERT INTO parsed_document_chunks (document_id, page_no, ordinal, char_start, char_end, "
                     "text, embedding, embedding_model) VALUES (%s, 1, %s, 0, 1, %s, %s::vector, %s)",
-                    [
-                        (doc, i, f"chunk {d * 20 + i}", str([1.0, (d * 20 + i) / 2000, 0.0]), MODEL)
-                        for i in range(20)
-                    ],
+                    [(doc, i, f"chunk {d * 20 + i}", _embedding(d * 20 + i), MODEL) for i in range(20)],
                 )
         conn.execute("ANALYZE parsed_documents")
         conn.execute("ANALYZE parsed_document_chunks")
@@ -218,8 +223,9 @@ def test_without_the_literal_dimension_the_index_is_not_used(chunks: None, db_ur
 def test_hybrid_search_returns_the_nearest_chunks(chunks: None, settings: Settings) -> None:
     async def body() -> list[Any]:
         async with open_pool(settings) as pool, pool.connection() as conn:
-            return await search_hybrid(conn, "no such words", [1.0, 0.5, 0.0], model=MODEL, limit=3)
+            query = [math.cos(1000 * STEP), math.sin(1000 * STEP), 0.0]
+            return await search_hybrid(conn, "no such words", query, model=MODEL, limit=3)
 
     passages = asyncio.run(body())
-    assert passages[0].text == "chunk 1000"  # the exact match: [1, 1000/2000, 0]
+    assert passages[0].text == "chunk 1000"  # the exact match
     assert {p.text for p in passages} == {"chunk 999", "chunk 1000", "chunk 1001"}

@@ -5,9 +5,11 @@ Everything written on the way (the copy handed to LibreOffice, the converted PDF
 for OCR and the HOME and TMPDIR of the tools that make them) lives in one TemporaryDirectory
 under `work_dir`, removed on return, on error and on cancellation alike. It is made only when
 something needs it: a PDF with a text layer needs none (pdftotext may write nothing), and
-making and removing a directory cost more than the rest of our path on a busy disk. The time limit covers the whole document: each
-tool gets what is left of it. What a document may produce is bounded too: characters per page and
-in all, chunks; past a limit the document is refused with a reason naming the setting.
+making and removing a directory cost more than the rest of our path on a busy disk.
+
+The time limit covers the whole document: each tool gets what is left of it. What a document
+may produce is bounded too: characters per page and in all, chunks; past a limit the document
+is refused with a reason naming the setting.
 """
 
 from __future__ import annotations
