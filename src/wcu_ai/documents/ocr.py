@@ -79,7 +79,12 @@ class OcrOptions:
 
 def pages_without_text(pages: list[str] | tuple[str, ...]) -> list[int]:
     """1-based numbers of the pages whose text layer is (nearly) empty (pure)."""
-    return [number for number, text in enumerate(pages, start=1) if visible_chars(text) < MIN_TEXT_CHARS]
+    # Most pages show enough text in their first lines: only the others are counted in full.
+    return [
+        number
+        for number, text in enumerate(pages, start=1)
+        if visible_chars(text[:256]) < MIN_TEXT_CHARS and visible_chars(text) < MIN_TEXT_CHARS
+    ]
 
 
 def visible_chars(text: str) -> int:
