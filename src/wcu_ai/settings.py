@@ -74,6 +74,27 @@ class Settings(BaseSettings):
     doc_timeout_seconds: float = Field(default=300.0, gt=0)
     docx_max_uncompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     doc_max_pdf_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    # What one document may produce. 10M characters is 2,000 pages (WCU_DOC_MAX_PAGES) of ~5,000,
+    # a dense page; 100,000 on one page is ten times that; 20,000 chunks is what 10M characters
+    # give at the chunker's shortest cut (half a chunk), so only abnormal splits reach it.
+    doc_max_text_chars: int = Field(default=10_000_000, ge=1)
+    doc_max_page_chars: int = Field(default=100_000, ge=1)
+    doc_max_chunks: int = Field(default=20_000, ge=1)
+    # Kernel limits on every poppler process (pdftotext, pdfinfo, pdftoppm). pdftotext needs ~30 MiB
+    # of address space for an ordinary PDF; a hostile 35 KB page drove it to 712 MiB.
+    poppler_max_memory_bytes: int = Field(default=512 * 1024 * 1024, ge=64 * 1024 * 1024)
+    poppler_max_cpu_seconds: int = Field(default=60, ge=1)
+    # OCR of pages without a text layer: pdftoppm renders, Tesseract reads (1-2 s of CPU per page).
+    ocr_enabled: bool = True
+    ocr_languages: str = Field(default="eng", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
+    ocr_max_pages: int = Field(default=100, ge=1)
+    ocr_dpi: int = Field(default=300, ge=72, le=600)
+    # Tesseract with eng needs ~200 MiB of address space on a letter page at 300 DPI.
+    ocr_max_memory_bytes: int = Field(default=1024 * 1024 * 1024, ge=256 * 1024 * 1024)
+    ocr_max_cpu_seconds: int = Field(default=60, ge=1)
+    # The most characters of page text one GET /v1/documents/{id}/text answers with (the JSON body
+    # is at most a few times this: each page's text and the joined text, escaped).
+    text_response_max_chars: int = Field(default=1_000_000, ge=1000)
     work_dir: Path | None = None
     embedder: str | None = None
     embedder_dimensions: int | None = Field(default=None, ge=1, le=16000)

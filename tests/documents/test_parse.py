@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import make_docx, make_garbage, make_pdf, make_zip_bomb
+from tests.pdf_bytes import dense_page_pdf
 from wcu_ai.documents.office import OfficeConverter
 from wcu_ai.documents.parse import DocumentLimits, ParsedDocument, parse_document
 from wcu_ai.errors import (
@@ -160,6 +161,33 @@ def test_limits_on_input_size_pages_and_pdf_size(tmp_path: Path, work_dir: Path)
         _parse(path, work_dir, limits=DocumentLimits(max_pdf_bytes=size - 1))
 
 
+def test_a_page_with_more_characters_than_allowed_is_refused(tmp_path: Path, work_dir: Path) -> None:
+    """Regression (issue 10, item 2): one page's content stream held any number of characters."""
+    path = dense_page_pdf(tmp_path / "dense.pdf")
+    assert path.stat().st_size < 20_000
+    limits = DocumentLimits(timeout_seconds=60, max_page_chars=20_000)
+    with pytest.raises(
+        DocumentLimitError,
+        match=r"Page 1 has [\d,]+ characters; the limit per page is 20,000 \(WCU_DOC_MAX_PAGE_CHARS\)",
+    ):
+        _parse(path, work_dir, limits=limits)
+    assert list(work_dir.iterdir()) == []
+    parsed = _parse(path, work_dir, limits=DocumentLimits(timeout_seconds=60, max_page_chars=100_000))
+    assert 20_000 < parsed.text_chars <= 100_000
+
+
+def test_more_chunks_than_allowed_are_refused(tmp_path: Path, work_dir: Path) -> None:
+    sentence = "Chunks are bounded per document, like pages and characters. "
+    path = make_pdf(tmp_path / "chunky.pdf", [sentence * 20] * 3)
+    parsed = _parse(path, work_dir, max_chars=400, overlap=50)
+    count = len(parsed.chunks)
+    with pytest.raises(DocumentLimitError, match=rf"more than {count - 1} chunks.*WCU_DOC_MAX_CHUNKS"):
+        fewer = DocumentLimits(timeout_seconds=60, max_chunks=count - 1)
+        _parse(path, work_dir, limits=fewer, max_chars=400, overlap=50)
+    limits = DocumentLimits(timeout_seconds=60, max_chunks=count)
+    assert len(_parse(path, work_dir, limits=limits, max_chars=400, overlap=50).chunks) == count
+
+
 def test_converted_pdf_over_the_limit(tmp_path: Path, work_dir: Path, converter: OfficeConverter) -> None:
     path = make_docx(tmp_path / "a.docx", ["some text"])
     with pytest.raises(DocumentLimitError, match="WCU_DOC_MAX_PDF_BYTES"):
@@ -198,7 +226,7 @@ def test_missing_poppler_is_a_tool_missing_error(
 ) -> None:
     path = make_pdf(tmp_path / "a.pdf", ["x"])
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    with pytest.raises(ToolMissingError, match="pdfinfo is not on PATH"):
+    with pytest.raises(ToolMissingError, match="pdftotext is not on PATH"):
         _parse(path, work_dir)
     assert list(work_dir.iterdir()) == []
 

@@ -57,6 +57,10 @@ class DocumentPublic(BaseModel):
     producer: str | None
     pdf_bytes: int | None
     text_chars: int | None
+    text_search_config: str | None = Field(
+        default=None,
+        description="the text-search configuration its chunks are indexed with (set when parsed)",
+    )
     task_id: UUID | None
     created_at: datetime
     updated_at: datetime
@@ -71,20 +75,42 @@ class DocumentPage(BaseModel):
 class PageText(BaseModel):
     page: int
     text: str
+    ocr: bool = Field(default=False, description="the text was read from the page's image by OCR")
+    truncated: bool = Field(
+        default=False, description="the page alone is longer than a response holds; `text` is its beginning"
+    )
 
 
 class DocumentText(BaseModel):
+    """Pages from_page..to_page of the document's text, as many as one response holds.
+
+    When the requested range did not fit, `next_page` is the `from_page` to ask for next; it is
+    null once the range is complete. `text` is the returned pages' text joined by blank lines."""
+
     document_id: UUID
     page_count: int
+    text_chars: int | None = Field(default=None, description="characters of text in the whole document")
+    from_page: int
+    to_page: int = Field(description="the last page returned (from_page - 1 when none is)")
+    next_page: int | None = Field(description="where the rest of the requested range starts; null: none left")
     text: str
     pages: list[PageText]
 
 
 class SearchHit(BaseModel):
+    """A ranked passage. `snippet` is plain text, never HTML: escape it like any other text before
+    putting it in a page. The words that matched are `highlights`, [start, end) offsets into
+    `snippet` counted in Unicode code points (in JavaScript, index `Array.from(snippet)`)."""
+
     document_id: UUID
     page: int
     score: float
-    snippet: str
+    snippet: str = Field(description="plain text around the matches (never markup)")
+    highlights: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="[start, end) offsets of the matched words in `snippet`, in Unicode code points; "
+        "empty for passages found by vector similarity only",
+    )
     text: str
 
 
