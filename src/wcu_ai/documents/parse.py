@@ -4,12 +4,16 @@ Everything written on the way (the copy handed to LibreOffice, the converted PDF
 HOME and TMPDIR) lives in one TemporaryDirectory under `work_dir`, removed on return, on
 error and on cancellation alike. The time limit covers the whole document: each tool gets what
 is left of it.
+
+LibreOffice never sees the uploaded DOCX: it converts the copy ooxml.rewrite_package writes,
+after the package's structure has passed its limits (sizes, XML depth, no DTD). Both run in a
+worker thread so the runner's event loop (leases, heartbeats) keeps going meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,6 +22,7 @@ from pathlib import Path
 from wcu_ai.documents.chunking import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, Chunk, chunk_pages
 from wcu_ai.documents.detect import DocumentKind, check_docx_safe, detect_type
 from wcu_ai.documents.office import OfficeConverter
+from wcu_ai.documents.ooxml import PackageLimits, RewriteReport, rewrite_package
 from wcu_ai.documents.pdf import read_pdf
 from wcu_ai.errors import DocumentError, DocumentLimitError, DocumentTimeoutError
 from wcu_ai.settings import Settings
@@ -38,6 +43,8 @@ class DocumentLimits:
     max_pages: int = _SETTINGS["doc_max_pages"].default
     timeout_seconds: float = _SETTINGS["doc_timeout_seconds"].default
     docx_max_uncompressed_bytes: int = _SETTINGS["docx_max_uncompressed_bytes"].default
+    docx_max_part_bytes: int = _SETTINGS["docx_max_part_bytes"].default
+    docx_max_xml_depth: int = _SETTINGS["docx_max_xml_depth"].default
     max_pdf_bytes: int = _SETTINGS["doc_max_pdf_bytes"].default
     max_input_bytes: int = _SETTINGS["upload_max_bytes"].default
 
@@ -47,8 +54,18 @@ class DocumentLimits:
             max_pages=settings.doc_max_pages,
             timeout_seconds=settings.doc_timeout_seconds,
             docx_max_uncompressed_bytes=settings.docx_max_uncompressed_bytes,
+            docx_max_part_bytes=settings.docx_max_part_bytes,
+            docx_max_xml_depth=settings.docx_max_xml_depth,
             max_pdf_bytes=settings.doc_max_pdf_bytes,
             max_input_bytes=settings.upload_max_bytes,
+        )
+
+    @property
+    def package(self) -> PackageLimits:
+        return PackageLimits(
+            max_uncompressed_bytes=self.docx_max_uncompressed_bytes,
+            max_part_bytes=self.docx_max_part_bytes,
+            max_xml_depth=self.docx_max_xml_depth,
         )
 
 
@@ -115,10 +132,9 @@ async def parse_document(
         scratch.mkdir(mode=0o700)
         if detected == "docx":
             assert converter is not None
-            check_docx_safe(path, limits.docx_max_uncompressed_bytes)
             # LibreOffice names its output after the input: give it a fixed, harmless name.
             source = tmp / "source.docx"
-            shutil.copyfile(path, source)
+            await asyncio.to_thread(_prepare_docx, path, source, scratch, limits, deadline)
             pdf_path = await converter.convert_to_pdf(source, tmp / "pdf", timeout=_left(deadline, limits))
         else:
             pdf_path = path
@@ -155,6 +171,27 @@ async def parse_document(
         },
     )
     return parsed
+
+
+def _prepare_docx(
+    path: Path, dst: Path, scratch: Path, limits: DocumentLimits, deadline: float
+) -> RewriteReport:
+    """Check the package, then write the copy of it that LibreOffice converts."""
+    check_docx_safe(path, limits.docx_max_uncompressed_bytes, max_part_bytes=limits.docx_max_part_bytes)
+    report = rewrite_package(
+        path,
+        dst,
+        limits=limits.package,
+        deadline=deadline,
+        timeout_seconds=limits.timeout_seconds,
+        scratch_dir=scratch,
+    )
+    if report.changed:
+        logger.info(
+            "docx rewritten: what points outside the package removed",
+            extra={"action": "docx_rewritten", **report.as_dict()},
+        )
+    return report
 
 
 def _checked_size(path: Path, max_bytes: int) -> int:
