@@ -33,8 +33,9 @@ def build_registry(settings: Settings) -> tuple[TaskRegistry, contextlib.AsyncEx
         settings, embedder=build_embedder(settings.embedder, settings.embedder_dimensions)
     )
     parser.report_tools()
-    registry.register(PARSE_TASK, parser.handle)
     resources.callback(parser.close)
+    parser.start()
+    registry.register(PARSE_TASK, parser.handle)
     registry.register(METRICS_TASK, calculate_agent_metrics)
     return registry, resources
 
