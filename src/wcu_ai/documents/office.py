@@ -63,6 +63,7 @@ from wcu_ai.errors import (
     ToolMissingError,
     ToolTimeoutError,
 )
+from wcu_ai.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -611,8 +612,6 @@ def remove_stale_pipes(under: Path) -> None:
 
 
 def _default_limits() -> ToolLimits:
-    from wcu_ai.settings import Settings
-
     defaults = Settings.model_fields
     return office_limits(
         memory_bytes=defaults["office_memory_bytes"].default,

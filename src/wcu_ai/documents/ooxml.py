@@ -56,6 +56,7 @@ from wcu_ai.documents.xmlstream import (
     Attr,
     XmlDepthError,
     XmlDoctypeError,
+    XmlHandler,
     XmlRefusedError,
     XmlWriter,
     scan_xml,
@@ -542,9 +543,9 @@ class _Deadline(Exception):
     pass
 
 
-def _scan_part(name: str, chunks: Iterable[bytes], handler: object, depth: int) -> None:
+def _scan_part(name: str, chunks: Iterable[bytes], handler: XmlHandler, depth: int) -> None:
     try:
-        scan_xml(chunks, handler, max_depth=depth)  # type: ignore[arg-type]
+        scan_xml(chunks, handler, max_depth=depth)
     except XmlDepthError as exc:
         raise DocumentLimitError(
             f"The DOCX's part {name} nests its XML elements deeper than {depth} levels "
@@ -968,7 +969,7 @@ def _looks_like_xml(head: bytes) -> bool:
 def _svg_is_safe(chunks: Iterable[bytes], depth: int) -> bool:
     inspector = _SvgInspector()
     try:
-        scan_xml(chunks, inspector, max_depth=depth)  # type: ignore[arg-type]
+        scan_xml(chunks, inspector, max_depth=depth)
     except XmlRefusedError:
         return False
     return not inspector.external

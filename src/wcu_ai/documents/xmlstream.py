@@ -141,12 +141,6 @@ def scan_xml(chunks: Iterable[bytes], handler: XmlHandler, *, max_depth: int) ->
         ) from None
 
 
-def read_chunks(read: Callable[[int], bytes]) -> Iterable[bytes]:
-    """The bytes of a file-like `read`, in pieces of the size expat is fed."""
-    while block := read(_FEED_BYTES):
-        yield block
-
-
 _TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 _ATTR_ESCAPES = str.maketrans(
     {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
