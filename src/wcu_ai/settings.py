@@ -46,7 +46,8 @@ class Settings(BaseSettings):
 
     upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     doc_max_pages: int = Field(default=2000, ge=1)
-    doc_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Per document, conversion and text together: see deployment.md (Reliability) for the measurements.
+    doc_timeout_seconds: float = Field(default=120.0, gt=0)
     docx_max_uncompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     # Any one file inside a DOCX, uncompressed; XML deeper than the depth is refused unread.
     docx_max_part_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
