@@ -53,7 +53,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from wcu_ai.documents.process import ToolLimits, ToolResult, kill_group, limited_argv, run_tool, tool_env
 from wcu_ai.errors import (
@@ -353,7 +353,7 @@ class OfficeConverter:
                 ]
                 env = tool_env(self.home_dir, tmp)
                 try:
-                    result = await run_tool(
+                    result = await _run_soffice(
                         argv, timeout=deadline - time.monotonic(), cwd=tmp, env=env, limits=self.limits
                     )
                 except ToolTimeoutError:
@@ -445,9 +445,22 @@ class OfficeConverter:
         )
 
     async def _create_profile(self, deadline: float) -> None:
-        # On a new profile soffice restarts itself once, and the restarted instance forgets the
-        # document it was asked to hold open, so it would quit after one conversion: create the
-        # profile first with a soffice that stops as soon as it has started.
+        """A new profile holding _PROFILE_SETTINGS before any soffice has run on it.
+
+        LibreOffice fills in the rest of a profile it finds with only its settings in it, and
+        keeps those settings. The warm instance needs more: on a new profile soffice restarts
+        itself once, and the restarted instance forgets the document it was asked to hold open,
+        so it would quit after one conversion; for it the profile is first completed by a
+        soffice that stops as soon as it has started.
+        """
+        try:
+            self.profile_dir.mkdir(mode=0o700)
+            write_profile_settings(self.profile_dir)
+        except OSError:
+            shutil.rmtree(self.profile_dir, ignore_errors=True)
+            raise
+        if not self.warm:
+            return
         with tempfile.TemporaryDirectory(dir=self.slot_dir, prefix="tmp-") as tmp:
             argv = [
                 *self._isolation(),
@@ -457,7 +470,7 @@ class OfficeConverter:
                 "--terminate_after_init",
             ]
             try:
-                await run_tool(
+                await _run_soffice(
                     argv,
                     timeout=deadline - time.monotonic(),
                     cwd=Path(tmp),
@@ -475,11 +488,6 @@ class OfficeConverter:
             except BaseException:
                 shutil.rmtree(self.profile_dir, ignore_errors=True)
                 raise
-        try:
-            write_profile_settings(self.profile_dir)
-        except OSError:
-            shutil.rmtree(self.profile_dir, ignore_errors=True)
-            raise
 
     def _after_conversion(self) -> bool:
         """Count a conversion on the warm instance; True when that instance has died."""
@@ -589,6 +597,27 @@ def _kill_processes_using(profile_url: str) -> None:
                         kill_group(group)
 
 
+async def _run_soffice(argv: list[str], **kwargs: Any) -> ToolResult:
+    """run_tool for a soffice command line that may start with the namespace prefix.
+
+    unshare execs soffice in its own process, so the exit status is soffice's; only the
+    message would name unshare, which is what run_tool sees as the tool.
+    """
+    try:
+        return await run_tool(argv, **kwargs)
+    except (ToolTimeoutError, ToolMissingError):
+        raise
+    except ToolError as exc:
+        if Path(argv[0]).name == "soffice" or not exc.message.startswith(argv[0]):
+            raise
+        raise ToolError(
+            "soffice" + exc.message.removeprefix(argv[0]),
+            argv=exc.argv,
+            returncode=exc.returncode,
+            stderr_tail=exc.stderr_tail,
+        ) from exc
+
+
 def _soffice() -> str:
     executable = shutil.which("soffice")
     if executable is None:
@@ -632,10 +661,11 @@ def profile_settings_xcu() -> str:
 
 
 def write_profile_settings(profile_dir: Path) -> None:
-    """Add _PROFILE_SETTINGS to a profile that soffice has just created (and left).
+    """Add _PROFILE_SETTINGS to a profile's registrymodifications.xcu (created if missing).
 
-    LibreOffice writes registrymodifications.xcu back when it exits and keeps the values set in
-    it; the items go last, so they win over any earlier item for the same property.
+    LibreOffice writes the file back when it exits and keeps the values set in it; the items go
+    last, so they win over any earlier item for the same property. Never call it while a soffice
+    runs on the profile: it would write its own copy over this one.
     """
     xcu = profile_dir / "user" / "registrymodifications.xcu"
     try:
