@@ -39,7 +39,7 @@ def test_a_runner_takes_a_locked_directory_of_its_own_and_removes_it_at_close(tm
 def test_a_dead_runners_directory_is_removed_and_nothing_else(tmp_path: Path) -> None:
     dead = tmp_path / "runner-deadbeef"
     (dead / "wcu-parse-x" / "pdf").mkdir(parents=True)
-    (dead / ".lock").touch()  # nobody holds it: its runner is gone
+    # Nobody holds its lock: its runner is gone.
     (dead / "wcu-parse-x" / "pdf" / "source.pdf").write_bytes(b"%PDF-1.4 left behind")
     uploads = tmp_path / "uploads"
     uploads.mkdir()

@@ -2,7 +2,7 @@
 
 Everything a runner writes while it parses (LibreOffice profiles, the package copies and PDFs of
 conversions, downloaded originals) lives in `<WCU_WORK_DIR>/runner-<random>/`, and the runner
-holds an exclusive lock (flock) on that directory's `.lock` for as long as it lives. The kernel
+holds an exclusive lock (flock) on that directory itself for as long as it lives. The kernel
 drops the lock when the process dies, however it dies, so at its start a runner can tell
 leftovers from a live neighbour: every `runner-*` directory whose lock it can take belongs to a
 runner that is gone (SIGKILL, a crash, the OOM killer). Their soffice processes, which would
@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 _OWN_PREFIX = "runner-"
 _STARTING_PREFIX = ".starting-"
-_LOCK_NAME = ".lock"
 # A `.starting-` directory older than this was left by a runner that died while starting.
 _STARTING_GRACE_SECONDS = 60.0
 
@@ -53,8 +52,9 @@ class RunnerWorkDir:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         removed, killed = self._remove_dead()
         starting = Path(tempfile.mkdtemp(prefix=_STARTING_PREFIX, dir=self.work_dir))
-        fd = os.open(starting / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = _lock(starting)
+        if fd is None:  # pragma: no cover - a directory just made, which nobody else knows
+            raise OSError(f"cannot lock {starting}")
         path = self.work_dir / (_OWN_PREFIX + starting.name.removeprefix(_STARTING_PREFIX))
         starting.rename(path)
         self.path, self._lock_fd = path, fd
@@ -96,20 +96,29 @@ class RunnerWorkDir:
         return removed, killed
 
 
+def _lock(directory: Path) -> int | None:
+    """An exclusive flock on the directory itself (its descriptor), or None if someone holds it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def _remove_if_dead(directory: Path) -> int | None:
     """Remove a runner directory whose owner is gone; how many soffice groups were killed.
 
     None when its owner is alive (the lock is held) or it cannot be locked at all.
     """
-    try:
-        fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:
+    fd = _lock(directory)
+    if fd is None:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return None
         killed = kill_stale_office(directory)
         remove_stale_pipes(directory)
         for _ in range(50):  # killed processes may still be writing for a moment
