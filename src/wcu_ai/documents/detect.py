@@ -8,6 +8,7 @@ its type). DOCM, DOTX and DOTM count as DOCX: they are read like one, and their 
 
 from __future__ import annotations
 
+import threading
 import zipfile
 import zlib
 from pathlib import Path
@@ -67,13 +68,20 @@ def _is_docx(path: Path) -> bool:
     return True
 
 
-def check_docx_safe(path: Path, max_uncompressed_bytes: int, *, max_part_bytes: int | None = None) -> int:
+def check_docx_safe(
+    path: Path,
+    max_uncompressed_bytes: int,
+    *,
+    max_part_bytes: int | None = None,
+    stop: threading.Event | None = None,
+) -> int:
     """Refuse a DOCX that is a broken zip, a zip bomb or not a Word document; return its uncompressed size.
 
     Cheapest first: the zip's directory (member count, duplicate names, declared sizes against
     the total and the per-part limit, each member's compression ratio), then the package
     structure, then the bytes actually inflated (headers can lie), stopping as soon as a limit is
-    passed. Reading every member also verifies their CRCs.
+    passed. Reading every member also verifies their CRCs. Setting `stop` ends the inflating
+    (ooxml.RewriteStoppedError) within one chunk.
     """
     limits = {
         "max_uncompressed_bytes": max_uncompressed_bytes,
@@ -83,7 +91,7 @@ def check_docx_safe(path: Path, max_uncompressed_bytes: int, *, max_part_bytes: 
         with zipfile.ZipFile(path) as archive:
             members = ooxml.check_zip(archive, **limits)
             ooxml.main_part(archive)
-            return ooxml.inflate_all(archive, members, **limits)
+            return ooxml.inflate_all(archive, members, **limits, stop=stop)
     except DocumentError:
         raise
     except _BROKEN_ZIP as exc:

@@ -43,6 +43,7 @@ import posixpath
 import re
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
@@ -527,8 +528,18 @@ def _part_too_big(name: str, size: int, limit: int) -> str:
     )
 
 
-def _bounded(member: IO[bytes], limit: int, name: str, deadline: float | None = None) -> Iterator[bytes]:
-    """A member's bytes in chunks; the part limit holds even if the zip's headers lie."""
+def _bounded(
+    member: IO[bytes],
+    limit: int,
+    name: str,
+    deadline: float | None = None,
+    stop: threading.Event | None = None,
+) -> Iterator[bytes]:
+    """A member's bytes in chunks; the part limit holds even if the zip's headers lie.
+
+    The deadline and the stop event are looked at between chunks, so a rewrite ends within one
+    chunk's work of either.
+    """
     size = 0
     while block := member.read(_READ_CHUNK):
         size += len(block)
@@ -536,11 +547,17 @@ def _bounded(member: IO[bytes], limit: int, name: str, deadline: float | None = 
             raise DocumentLimitError(_part_too_big(name, size, limit))
         if deadline is not None and time.monotonic() > deadline:
             raise _Deadline
+        if stop is not None and stop.is_set():
+            raise RewriteStoppedError
         yield block
 
 
 class _Deadline(Exception):
     pass
+
+
+class RewriteStoppedError(Exception):
+    """The rewrite was told to stop (its caller was cancelled); its output was removed."""
 
 
 def _scan_part(name: str, chunks: Iterable[bytes], handler: XmlHandler, depth: int) -> None:
@@ -990,7 +1007,9 @@ class _Rewrite:
         deadline: float,
         scratch_dir: Path,
         nesting: int,
+        stop: threading.Event | None,
     ) -> None:
+        self.stop = stop
         self.archive = archive
         self.out = out
         self.limits = limits
@@ -1010,7 +1029,7 @@ class _Rewrite:
         # check_zip bounded the declared sizes, and zipfile never returns more than a member
         # declares (a member that lies fails its CRC): what is read here is within the limits.
         with self.archive.open(info) as member:
-            yield from _bounded(member, self.limits.max_part_bytes, info.filename, self.deadline)
+            yield from _bounded(member, self.limits.max_part_bytes, info.filename, self.deadline, self.stop)
 
     def head(self, info: zipfile.ZipInfo) -> bytes:
         with self.archive.open(info) as member:
@@ -1113,7 +1132,13 @@ class _Rewrite:
                 max_xml_depth=self.limits.max_xml_depth,
             )
             nested = _rewrite_file(
-                src, dst, limits=left, deadline=self.deadline, scratch_dir=Path(tmp), nesting=self.nesting + 1
+                src,
+                dst,
+                limits=left,
+                deadline=self.deadline,
+                scratch_dir=Path(tmp),
+                nesting=self.nesting + 1,
+                stop=self.stop,
             )
             self.report.add(nested)
             self.report.nested_packages += 1
@@ -1251,12 +1276,25 @@ def _relationships_xml(kept: list[_Relationship]) -> bytes:
 
 
 def _rewrite_file(
-    src: Path, dst: Path, *, limits: PackageLimits, deadline: float, scratch_dir: Path, nesting: int
+    src: Path,
+    dst: Path,
+    *,
+    limits: PackageLimits,
+    deadline: float,
+    scratch_dir: Path,
+    nesting: int,
+    stop: threading.Event | None,
 ) -> RewriteReport:
     try:
         with zipfile.ZipFile(src) as archive, zipfile.ZipFile(dst, "w", allowZip64=True) as out:
             rewrite = _Rewrite(
-                archive, out, limits=limits, deadline=deadline, scratch_dir=scratch_dir, nesting=nesting
+                archive,
+                out,
+                limits=limits,
+                deadline=deadline,
+                scratch_dir=scratch_dir,
+                nesting=nesting,
+                stop=stop,
             )
             rewrite.run()
             return rewrite.report
@@ -1276,15 +1314,19 @@ def rewrite_package(
     deadline: float,
     timeout_seconds: float,
     scratch_dir: Path,
+    stop: threading.Event | None = None,
 ) -> RewriteReport:
     """Write to `dst` the copy of the DOCX at `src` that LibreOffice may convert.
 
     Raises DocumentLimitError for a limit (the message names the setting), DocumentError for a
     package that is not a readable Word document, DocumentTimeoutError when `deadline`
-    (time.monotonic()) passes. `dst` is removed on any error.
+    (time.monotonic()) passes, RewriteStoppedError soon after `stop` is set. `dst` is removed on
+    any error.
     """
     try:
-        return _rewrite_file(src, dst, limits=limits, deadline=deadline, scratch_dir=scratch_dir, nesting=0)
+        return _rewrite_file(
+            src, dst, limits=limits, deadline=deadline, scratch_dir=scratch_dir, nesting=0, stop=stop
+        )
     except _Deadline:
         dst.unlink(missing_ok=True)
         raise DocumentTimeoutError(
@@ -1302,12 +1344,13 @@ def inflate_all(
     *,
     max_uncompressed_bytes: int,
     max_part_bytes: int,
+    stop: threading.Event | None = None,
 ) -> int:
     """Inflate every member (which verifies its CRC) within the limits; the bytes it gave."""
     inflated = 0
     for info in members:
         with archive.open(info) as member:
-            for block in _bounded(member, max_part_bytes, info.filename):
+            for block in _bounded(member, max_part_bytes, info.filename, stop=stop):
                 inflated += len(block)
                 if inflated > max_uncompressed_bytes:
                     raise DocumentLimitError(_too_big(inflated, max_uncompressed_bytes))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +135,20 @@ async def parse_document(
             assert converter is not None
             # LibreOffice names its output after the input: give it a fixed, harmless name.
             source = tmp / "source.docx"
-            await asyncio.to_thread(_prepare_docx, path, source, scratch, limits, deadline)
+            stop = threading.Event()
+            preparing = asyncio.ensure_future(
+                asyncio.to_thread(_prepare_docx, path, source, scratch, limits, deadline, stop)
+            )
+            try:
+                await asyncio.shield(preparing)
+            except asyncio.CancelledError:
+                # The thread cannot be cancelled: tell it to stop, and wait for it (a chunk's
+                # work) before this directory goes, so nothing is written after its removal.
+                stop.set()
+                await asyncio.wait([preparing])
+                if not preparing.cancelled():
+                    preparing.exception()  # retrieved: the cancellation is what matters
+                raise
             pdf_path = await converter.convert_to_pdf(source, tmp / "pdf", timeout=_left(deadline, limits))
         else:
             pdf_path = path
@@ -174,10 +188,12 @@ async def parse_document(
 
 
 def _prepare_docx(
-    path: Path, dst: Path, scratch: Path, limits: DocumentLimits, deadline: float
+    path: Path, dst: Path, scratch: Path, limits: DocumentLimits, deadline: float, stop: threading.Event
 ) -> RewriteReport:
     """Check the package, then write the copy of it that LibreOffice converts."""
-    check_docx_safe(path, limits.docx_max_uncompressed_bytes, max_part_bytes=limits.docx_max_part_bytes)
+    check_docx_safe(
+        path, limits.docx_max_uncompressed_bytes, max_part_bytes=limits.docx_max_part_bytes, stop=stop
+    )
     report = rewrite_package(
         path,
         dst,
@@ -185,6 +201,7 @@ def _prepare_docx(
         deadline=deadline,
         timeout_seconds=limits.timeout_seconds,
         scratch_dir=scratch,
+        stop=stop,
     )
     if report.changed:
         logger.info(
