@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import API_KEY, Proc, wait_http
 from tests.factories import make_docx
+from wcu_ai.documents.office import kill_stale_office
 from wcu_ai.documents.workdir import RunnerWorkDir
 
 
@@ -87,63 +88,66 @@ def test_after_sigkill_the_next_runner_kills_the_stale_soffice_and_removes_the_l
     processes_mentioning: Callable[[str], list[int]],
 ) -> None:
     work_dir = Path(service_env["WCU_WORK_DIR"])
-    runner = start("runner")
-    runner.wait_for("runner.leader", timeout=60)
-    api = start("api")
-    base = f"http://127.0.0.1:{service_env['WCU_API_PORT']}"
-    wait_http(f"{base}/health/ready")
-    # Long enough to be mid-conversion when the runner is killed (seconds, warm), and varied enough
-    # not to compress like a zip bomb.
-    words = random.Random(9)
-    pages = [
-        " ".join(f"{words.choice('bcdfghklmnprstvz')}{words.randrange(10**6)}" for _ in range(300))
-        for _ in range(400)
-    ]
-    document = make_docx(tmp_path / "long.docx", pages)
-    with document.open("rb") as fh:
-        response = httpx.post(
-            f"{base}/v1/documents",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            files={"file": ("long.docx", fh, "application/octet-stream")},
-            timeout=30,
-        )
-    assert response.status_code == 202, response.text
-    (dead_dir,) = _runner_dirs(work_dir)
-    deadline = time.monotonic() + 90
-    # The warm instance (it holds the keepalive document) is converting: the request is in flight.
-    while not (
-        _office_under(dead_dir, processes_mentioning, role=b"keepalive", binary=b"soffice.bin")
-        and _office_under(dead_dir, processes_mentioning, role=b"--convert-to")
-    ):
-        assert time.monotonic() < deadline, runner.output()[-3000:]
-        time.sleep(0.02)
+    try:
+        runner = start("runner")
+        runner.wait_for("runner.leader", timeout=60)
+        api = start("api")
+        base = f"http://127.0.0.1:{service_env['WCU_API_PORT']}"
+        wait_http(f"{base}/health/ready")
+        # Long enough to be mid-conversion when the runner is killed (seconds, warm), and varied enough
+        # not to compress like a zip bomb.
+        words = random.Random(9)
+        pages = [
+            " ".join(f"{words.choice('bcdfghklmnprstvz')}{words.randrange(10**6)}" for _ in range(300))
+            for _ in range(400)
+        ]
+        document = make_docx(tmp_path / "long.docx", pages)
+        with document.open("rb") as fh:
+            response = httpx.post(
+                f"{base}/v1/documents",
+                headers={"Authorization": f"Bearer {API_KEY}"},
+                files={"file": ("long.docx", fh, "application/octet-stream")},
+                timeout=30,
+            )
+        assert response.status_code == 202, response.text
+        (dead_dir,) = _runner_dirs(work_dir)
+        deadline = time.monotonic() + 90
+        # The warm instance (it holds the keepalive document) is converting: the request is in flight.
+        while not (
+            _office_under(dead_dir, processes_mentioning, role=b"keepalive", binary=b"soffice.bin")
+            and _office_under(dead_dir, processes_mentioning, role=b"--convert-to")
+        ):
+            assert time.monotonic() < deadline, runner.output()[-3000:]
+            time.sleep(0.02)
 
-    runner.popen.send_signal(signal.SIGKILL)
-    runner.popen.wait(10)
-    time.sleep(1)
-    stale = _office_under(dead_dir, processes_mentioning, role=b"keepalive", binary=b"soffice.bin")
-    assert stale, "the killed runner's soffice should have outlived it (that is the defect)"
-    assert list(dead_dir.glob("wcu-parse-*")), "the per-document directory should have been left behind"
-    uploads = work_dir / "uploads"
-    uploads.mkdir(exist_ok=True)
-    (uploads / "api-upload-in-progress").write_bytes(b"not the runner's")
+        runner.popen.send_signal(signal.SIGKILL)
+        runner.popen.wait(10)
+        time.sleep(1)
+        stale = _office_under(dead_dir, processes_mentioning, role=b"keepalive", binary=b"soffice.bin")
+        assert stale, "the killed runner's soffice should have outlived it (that is the defect)"
+        assert list(dead_dir.glob("wcu-parse-*")), "the per-document directory should have been left behind"
+        uploads = work_dir / "uploads"
+        uploads.mkdir(exist_ok=True)
+        (uploads / "api-upload-in-progress").write_bytes(b"not the runner's")
 
-    successor = start("runner")
-    event = successor.wait_for("runner.work_dir", timeout=60)
-    # At start, before taking any task: not when the slot is next used.
-    assert event["dead_runner_dirs_removed"] == 1 and event["stale_soffice_killed"] >= 1, event
-    for _ in range(100):
-        if not any(Path(f"/proc/{pid}").exists() and _is_alive(pid) for pid in stale):
-            break
-        time.sleep(0.05)
-    assert [pid for pid in stale if _is_alive(pid)] == []
-    assert not dead_dir.exists()
-    assert (uploads / "api-upload-in-progress").read_bytes() == b"not the runner's"
-    successor.wait_for("runner.leader", timeout=60)
-    api.signal(signal.SIGTERM)
-    successor.signal(signal.SIGTERM)
-    assert successor.wait() == 0 and api.wait() == 0
-    assert _runner_dirs(work_dir) == []  # a clean stop removes the runner's own directory
+        successor = start("runner")
+        event = successor.wait_for("runner.work_dir", timeout=60)
+        # At start, before taking any task: not when the slot is next used.
+        assert event["dead_runner_dirs_removed"] == 1 and event["stale_soffice_killed"] >= 1, event
+        for _ in range(100):
+            if not any(Path(f"/proc/{pid}").exists() and _is_alive(pid) for pid in stale):
+                break
+            time.sleep(0.05)
+        assert [pid for pid in stale if _is_alive(pid)] == []
+        assert not dead_dir.exists()
+        assert (uploads / "api-upload-in-progress").read_bytes() == b"not the runner's"
+        successor.wait_for("runner.leader", timeout=60)
+        api.signal(signal.SIGTERM)
+        successor.signal(signal.SIGTERM)
+        assert successor.wait() == 0 and api.wait() == 0
+        assert _runner_dirs(work_dir) == []  # a clean stop removes the runner's own directory
+    finally:  # whatever failed, no LibreOffice of this test outlives it
+        kill_stale_office(work_dir)
 
 
 def _is_alive(pid: int) -> bool:
