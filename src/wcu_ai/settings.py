@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -71,8 +71,16 @@ class Settings(BaseSettings):
 
     upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     doc_max_pages: int = Field(default=2000, ge=1)
-    doc_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Per document, conversion and text together: see deployment.md (Reliability) for the measurements.
+    doc_timeout_seconds: float = Field(default=120.0, gt=0)
     docx_max_uncompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    # Any one file inside a DOCX, uncompressed; XML deeper than the depth is refused unread.
+    docx_max_part_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    docx_max_xml_depth: int = Field(default=128, ge=16, le=100_000)
+    # Address space of each soffice process; "auto" runs it in a network namespace of its own
+    # where the kernel allows one, "required" fails DOCX tasks where it cannot.
+    office_memory_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=256 * 1024 * 1024)
+    office_private_network: Literal["auto", "required", "off"] = "auto"
     doc_max_pdf_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     # What one document may produce. 10M characters is 2,000 pages (WCU_DOC_MAX_PAGES) of ~5,000,
     # a dense page; 100,000 on one page is ten times that; 20,000 chunks is what 10M characters

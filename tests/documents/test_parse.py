@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import traceback
 from pathlib import Path
 
 import pytest
 
 from tests.factories import make_docx, make_garbage, make_pdf, make_zip_bomb
+from tests.hostile_docx import edit_package
 from tests.pdf_bytes import dense_page_pdf
+from wcu_ai.documents import detect, ooxml
 from wcu_ai.documents.office import OfficeConverter
 from wcu_ai.documents.parse import DocumentLimits, ParsedDocument, parse_document
 from wcu_ai.errors import (
@@ -243,3 +247,44 @@ def test_missing_libreoffice_is_a_tool_missing_error(
     ):
         _parse(path, work_dir, converter)
     assert list(work_dir.iterdir()) == []
+
+
+def test_cancelled_during_the_package_rewrite_it_stops_and_leaves_nothing(
+    tmp_path: Path, work_dir: Path, converter: OfficeConverter
+) -> None:
+    import random
+
+    # Tens of megabytes of XML, varied enough not to look like a zip bomb: seconds of rewriting.
+    words = random.Random(3)
+    paragraphs = "".join(
+        f"<w:p><w:r><w:t>{words.randrange(10**12)} {words.randrange(10**12)}</w:t></w:r></w:p>"
+        for _ in range(400_000)
+    )
+    big = edit_package(make_docx(tmp_path / "a.docx", ["big"]), tmp_path / "big.docx", body=paragraphs)
+    limits = DocumentLimits(timeout_seconds=600, docx_max_part_bytes=256 * 1024 * 1024)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(parse_document(big, converter=converter, limits=limits, work_dir=work_dir))
+        for _ in range(400):  # until the rewrite is writing its copy
+            if list(work_dir.glob("wcu-parse-*/source.docx")):
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The worker thread cannot be cancelled; it was told to stop and had stopped by now,
+        # rather than rewriting on, unseen, while the slot takes its next document.
+        assert _threads_running(ooxml.__file__, detect.__file__) == []
+
+    asyncio.run(scenario())
+    assert list(work_dir.iterdir()) == []
+    assert not converter.profile_dir.exists()  # LibreOffice was never reached
+
+
+def _threads_running(*files: str) -> list[int]:
+    """Threads with a frame of one of `files` on their stack."""
+    return [
+        ident
+        for ident, frame in sys._current_frames().items()
+        if any(f.f_code.co_filename in files for f, _ in traceback.walk_stack(frame))
+    ]

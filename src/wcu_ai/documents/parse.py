@@ -10,14 +10,19 @@ making and removing a directory cost more than the rest of our path on a busy di
 The time limit covers the whole document: each tool gets what is left of it. What a document
 may produce is bounded too: characters per page and in all, chunks; past a limit the document
 is refused with a reason naming the setting.
+
+LibreOffice never sees the uploaded DOCX: it converts the copy ooxml.rewrite_package writes,
+after the package's structure has passed its limits (sizes, XML depth, no DTD). Both run in a
+worker thread so the runner's event loop (leases, heartbeats) keeps going meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
-import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +31,7 @@ from wcu_ai.documents.chunking import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, Chunk,
 from wcu_ai.documents.detect import DocumentKind, check_docx_safe, detect_type
 from wcu_ai.documents.ocr import OcrOptions, ocr_pages, pages_without_text, visible_chars
 from wcu_ai.documents.office import OfficeConverter
+from wcu_ai.documents.ooxml import PackageLimits, RewriteReport, rewrite_package
 from wcu_ai.documents.pdf import read_pdf
 from wcu_ai.documents.process import ToolLimits
 from wcu_ai.errors import DocumentError, DocumentLimitError, DocumentTimeoutError
@@ -47,6 +53,8 @@ class DocumentLimits:
     max_pages: int = _SETTINGS["doc_max_pages"].default
     timeout_seconds: float = _SETTINGS["doc_timeout_seconds"].default
     docx_max_uncompressed_bytes: int = _SETTINGS["docx_max_uncompressed_bytes"].default
+    docx_max_part_bytes: int = _SETTINGS["docx_max_part_bytes"].default
+    docx_max_xml_depth: int = _SETTINGS["docx_max_xml_depth"].default
     max_pdf_bytes: int = _SETTINGS["doc_max_pdf_bytes"].default
     max_input_bytes: int = _SETTINGS["upload_max_bytes"].default
     max_text_chars: int = _SETTINGS["doc_max_text_chars"].default
@@ -62,6 +70,8 @@ class DocumentLimits:
             max_pages=settings.doc_max_pages,
             timeout_seconds=settings.doc_timeout_seconds,
             docx_max_uncompressed_bytes=settings.docx_max_uncompressed_bytes,
+            docx_max_part_bytes=settings.docx_max_part_bytes,
+            docx_max_xml_depth=settings.docx_max_xml_depth,
             max_pdf_bytes=settings.doc_max_pdf_bytes,
             max_input_bytes=settings.upload_max_bytes,
             max_text_chars=settings.doc_max_text_chars,
@@ -75,6 +85,13 @@ class DocumentLimits:
     @property
     def poppler(self) -> ToolLimits:
         return ToolLimits(memory_bytes=self.poppler_memory_bytes, cpu_seconds=self.poppler_cpu_seconds)
+
+    def package(self) -> PackageLimits:
+        return PackageLimits(
+            max_uncompressed_bytes=self.docx_max_uncompressed_bytes,
+            max_part_bytes=self.docx_max_part_bytes,
+            max_xml_depth=self.docx_max_xml_depth,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +158,22 @@ async def parse_document(
     with _WorkArea(work_dir) as area:
         if detected == "docx":
             assert converter is not None
-            check_docx_safe(path, limits.docx_max_uncompressed_bytes)
             # LibreOffice names its output after the input: give it a fixed, harmless name.
             source = area.path / "source.docx"
-            shutil.copyfile(path, source)
+            stop = threading.Event()
+            preparing = asyncio.ensure_future(
+                asyncio.to_thread(_prepare_docx, path, source, area.scratch(), limits, deadline, stop)
+            )
+            try:
+                await asyncio.shield(preparing)
+            except asyncio.CancelledError:
+                # The thread cannot be cancelled: tell it to stop, and wait for it (a chunk's
+                # work) before this directory goes, so nothing is written after its removal.
+                stop.set()
+                await asyncio.wait([preparing])
+                if not preparing.cancelled():
+                    preparing.exception()  # retrieved: the cancellation is what matters
+                raise
             pdf_path = await converter.convert_to_pdf(
                 source, area.path / "pdf", timeout=_left(deadline, limits)
             )
@@ -260,6 +289,30 @@ def check_text_limits(pages: list[str], *, max_page_chars: int, max_text_chars: 
             f"The document's text has {total:,} characters; the limit is {max_text_chars:,} "
             "(WCU_DOC_MAX_TEXT_CHARS); split the document"
         )
+
+
+def _prepare_docx(
+    path: Path, dst: Path, scratch: Path, limits: DocumentLimits, deadline: float, stop: threading.Event
+) -> RewriteReport:
+    """Check the package, then write the copy of it that LibreOffice converts."""
+    check_docx_safe(
+        path, limits.docx_max_uncompressed_bytes, max_part_bytes=limits.docx_max_part_bytes, stop=stop
+    )
+    report = rewrite_package(
+        path,
+        dst,
+        limits=limits.package,
+        deadline=deadline,
+        timeout_seconds=limits.timeout_seconds,
+        scratch_dir=scratch,
+        stop=stop,
+    )
+    if report.changed:
+        logger.info(
+            "docx rewritten: what points outside the package removed",
+            extra={"action": "docx_rewritten", **report.as_dict()},
+        )
+    return report
 
 
 def _checked_size(path: Path, max_bytes: int) -> int:

@@ -41,8 +41,9 @@ def build_registry(
         settings, embedder=build_embedder(settings.embedder, settings.embedder_dimensions), metrics=metrics
     )
     parser.report_tools()
-    registry.register(PARSE_TASK, parser.handle)
     resources.callback(parser.close)
+    parser.start()
+    registry.register(PARSE_TASK, parser.handle)
     registry.register(METRICS_TASK, calculate_agent_metrics)
     registry.register(PRUNE_TASK, prune_tasks)
     registry.register(SWEEP_TASK, sweep_stuck_documents)
