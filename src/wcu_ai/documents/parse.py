@@ -86,6 +86,7 @@ class DocumentLimits:
     def poppler(self) -> ToolLimits:
         return ToolLimits(memory_bytes=self.poppler_memory_bytes, cpu_seconds=self.poppler_cpu_seconds)
 
+    @property
     def package(self) -> PackageLimits:
         return PackageLimits(
             max_uncompressed_bytes=self.docx_max_uncompressed_bytes,
