@@ -4,7 +4,7 @@
 #   production venv  = the project with its dependencies and provider extras (no group)
 #   app              = mkApplication: only the project's own files (bin/wcu-ai), linking
 #                      into the venv, so images carry no activation scripts or pip.
-#   devVenv          = the project plus its dev group, for the checks (pytest, ruff).
+#   devVenv          = the project plus its dev group and provider extras, for the checks (pytest, ruff).
 {
   lib,
   pyproject-nix,
@@ -97,7 +97,11 @@ in
           });
         }
       );
-      devVenv = testSet.mkVirtualEnv "wcu-ai-dev-env" { ${projectName} = [ "dev" ]; };
+      # With the provider extras, as in production: the tests check that every advertised
+      # WCU_AGENT_MODEL provider's clients import and its model builds (no network).
+      devVenv = testSet.mkVirtualEnv "wcu-ai-dev-env" {
+        ${projectName} = [ "dev" ] ++ workspace.deps.optionals.${projectName};
+      };
     in
     {
       inherit

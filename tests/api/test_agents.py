@@ -8,9 +8,10 @@ passages the tool returned, so what these tests check is our wiring, not a model
 from __future__ import annotations
 
 import json
+import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,8 +21,9 @@ import psycopg
 import psycopg.rows
 import pytest
 
+from tests.agents.test_model import sdks_or_fail
 from tests.api.conftest import ServiceStack, service_stack
-from tests.conftest import API_KEY, missing_tools_or_fail, run_cli, wait_http
+from tests.conftest import API_KEY, Proc, missing_tools_or_fail, run_cli, wait_http
 from tests.factories import make_pdf
 
 pytestmark = pytest.mark.documents
@@ -248,6 +250,49 @@ def test_a_bad_model_spec_stops_the_api_at_start(service_env: dict[str, str]) ->
         "wcu-ai: configuration error: WCU_AGENT_MODEL: unknown provider 'cohere'; use one of openai, "
         "azure_openai, anthropic, bedrock as provider:model, or python:module:factory"
     ]
+
+
+PROVIDER_SPECS = [
+    ("openai:gpt-4o-mini", ("openai",)),
+    ("azure_openai:gpt-4o-mini", ("openai",)),
+    ("anthropic:claude-sonnet-4-5", ("anthropic",)),
+    ("bedrock:amazon.nova-lite-v1:0", ("boto3", "aioboto3")),
+]
+
+
+@pytest.mark.parametrize(("spec", "sdks"), PROVIDER_SPECS)
+def test_each_advertised_provider_starts_the_api_with_its_agents(
+    spec: str, sdks: tuple[str, ...], start: Callable[..., Proc]
+) -> None:
+    # No credentials and no network: the start imports the SDK's sync and async clients and builds
+    # the model; a request would be the provider's to refuse.
+    sdks_or_fail(sdks)
+    api = start("api", WCU_AGENT_MODEL=spec)
+    api.wait_for("api.started", timeout=60, agents=True)
+    port = next(e["port"] for e in api.events() if e.get("action") == "api.started")
+    assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+    api.signal(signal.SIGTERM)
+    assert api.wait() == 0, api.output()[-2000:]
+
+
+def test_bedrock_without_its_async_sdk_stops_the_api_at_start(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    # The bedrock extra once installed boto3 only: the API started, and every run (async) failed.
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['aioboto3'] = None  # as if not installed\n"
+    )
+    env = {**service_env, "WCU_AGENT_MODEL": "bedrock:amazon.nova-lite-v1:0", "PYTHONPATH": str(shim)}
+    result = run_cli("api", env=env)
+    assert result.returncode == 2, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith(
+        "wcu-ai: configuration error: WCU_AGENT_MODEL: the bedrock model needs its SDK: "
+        "install wcu-ai-server[bedrock]"
+    ), line
+    assert "aioboto3" in line
 
 
 def test_a_failing_model_or_database_is_an_error_never_a_made_up_answer(
