@@ -385,9 +385,11 @@ def test_two_runs_at_once_in_one_session_are_both_stored(agents: AgentStack) -> 
 
 
 def test_many_clients_at_once_in_one_session_lose_no_turn(agents: AgentStack) -> None:
+    # Each run awaits its document search between reading the session and writing it back, so
+    # runs of one process interleave there: without the lock only the last write's turn stayed.
     session_id = f"burst-{uuid.uuid4().hex}"
     futures = [
-        agents.run_later(f"question {i}: what did I ask before?", user_id="ida", session_id=session_id)
+        agents.run_later(f"orchard{agents.marker} bees {i}", user_id="ida", session_id=session_id)
         for i in range(6)
     ]
     answers = [f.result(timeout=120) for f in futures]
@@ -570,13 +572,13 @@ def test_a_failing_tool_is_logged_without_the_prompt(agents: AgentStack) -> None
     marker = f"needle-{uuid.uuid4().hex[:8]}"
     answered = agents.run(f"{NUL_SEARCH} {marker}", user_id="pat")
     assert answered.status_code == 200 and answered.json()["reply"] == "The document search failed."
-    [event] = wait_until(
+    events = wait_until(
         lambda: [
             e for e in agents.stack.api.events() if e.get("msg") == "Could not run function search_documents"
         ],
-        "Agno's warning about the tool",
+        "Agno's warning about the tool, as its lead only",
     )
-    assert event["logger"] == "wcu_ai.agno" and event["level"] == "warning"
+    assert {(e["logger"], e["level"]) for e in events} == {("wcu_ai.agno", "warning")}
     assert marker not in agents.stack.api.output()
 
 
