@@ -523,23 +523,30 @@ def test_a_heartbeat_comment_flows_while_the_model_is_silent(agents: AgentStack)
     assert events[-1][0] == "done" and f"Lighthouse{agents.marker}" in events[-1][1]["reply"]
 
 
+def waiting_on_a_lock(db_url: str) -> int:
+    """Backends of the database waiting for a lock (a fresh connection: pg_stat_activity is a
+    snapshot for the length of a transaction)."""
+    query = (
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock'"
+    )
+    return rows(db_url, query)[0]["n"]
+
+
 def test_health_answers_while_ai_sessions_is_locked(agents: AgentStack) -> None:
     # Agno's synchronous storage ran on the event loop: one run waiting on a locked ai_sessions
     # froze every request of the process, /health included.
-    with psycopg.connect(agents.stack.db_url) as conn:
+    db_url = agents.stack.db_url
+    with psycopg.connect(db_url) as conn:
         conn.execute("LOCK TABLE ai_sessions IN ACCESS EXCLUSIVE MODE")
         run = agents.run_later(f"lighthouse{agents.marker}", user_id="ned")
-        query = (
-            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
-        )
-        wait_until(lambda: conn.execute(query).fetchone()[0] > 0, "the run waits on the lock")
+        wait_until(lambda: waiting_on_a_lock(db_url) > 0, "the run waits on the lock")
         health = httpx.get(f"{agents.stack.base}/health", timeout=10)
         assert health.status_code == 200
-        assert conn.execute(query).fetchone()[0] > 0 and not run.done()  # the lock is still held
+        assert waiting_on_a_lock(db_url) > 0 and not run.done()  # the lock is still held
     answered = run.result(timeout=60)  # the lock went with the transaction
     assert answered.status_code == 200
-    assert len(stored_runs(agents.stack.db_url, answered.json()["session_id"])) == 1
+    assert len(stored_runs(db_url, answered.json()["session_id"])) == 1
 
 
 def test_a_run_whose_storage_fails_is_an_error_not_a_lost_turn(impatient: AgentStack) -> None:
