@@ -162,12 +162,12 @@ def agents(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def impatient(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack]:
-    # A second run of a busy session is refused at once; Agno's statements stop after 2 s.
+    # A second run of a busy session is refused at once; Agno's statements stop after 3 s.
     with agent_stack(
         pg_server_url,
         tmp_path_factory.mktemp("impatient"),
         WCU_AGENT_SESSION_WAIT_SECONDS="0",
-        WCU_DB_STATEMENT_TIMEOUT_SECONDS="2",
+        WCU_DB_STATEMENT_TIMEOUT_SECONDS="3",
     ) as stack:
         yield stack
 
