@@ -339,7 +339,12 @@ def test_unknown_agent_is_404_and_everything_needs_the_key(agents: AgentStack) -
 def test_unsafe_ids_and_nul_in_a_run_are_422(agents: AgentStack, body: dict[str, Any]) -> None:
     before = rows(agents.stack.db_url, "SELECT count(*) AS n FROM ai_sessions")
     for stream in (False, True):
-        response = httpx.post(agents.runs_url, json={**body, "stream": stream}, headers=agents.stack.auth)
+        response = httpx.post(
+            agents.runs_url,
+            content=json.dumps({**body, "stream": stream}),  # ASCII JSON: NUL as \u0000
+            headers={**agents.stack.auth, "Content-Type": "application/json"},
+            timeout=30,
+        )
         assert response.status_code == 422, response.text
         assert response.headers["content-type"].startswith("application/json")
         assert response.json()["detail"][0]["loc"][0] == "body"

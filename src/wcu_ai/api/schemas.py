@@ -123,6 +123,7 @@ class AgentRunRequest(BaseModel):
     @field_validator("message")
     @classmethod
     def _no_nul(cls, value: str) -> str:
+        # PostgreSQL text cannot hold it: the search would fail and the turn could not be stored.
         if "\x00" in value:
             raise ValueError("must not contain NUL characters")
         return value
