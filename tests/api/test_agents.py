@@ -255,11 +255,11 @@ def test_deleting_a_session_needs_its_owner_and_forgets_it(agents: AgentStack) -
     url = f"{agents.stack.base}/v1/agents/assistant/sessions/{session_id}"
     auth = agents.stack.auth
     # Without a user it once deleted anyone's session.
-    assert httpx.delete(url, headers=auth).status_code == 422
-    assert httpx.delete(url, headers=auth, params={"user_id": "mallory"}).status_code == 404
+    assert httpx.delete(url, headers=auth, timeout=30).status_code == 422
+    assert httpx.delete(url, headers=auth, params={"user_id": "mallory"}, timeout=30).status_code == 404
     assert agents.history(session_id, user_id="dan").status_code == 200
-    assert httpx.delete(url, headers=auth, params={"user_id": "dan"}).status_code == 204
-    assert httpx.delete(url, headers=auth, params={"user_id": "dan"}).status_code == 404
+    assert httpx.delete(url, headers=auth, params={"user_id": "dan"}, timeout=30).status_code == 204
+    assert httpx.delete(url, headers=auth, params={"user_id": "dan"}, timeout=30).status_code == 404
     assert agents.history(session_id).status_code == 404
     assert rows(agents.stack.db_url, "SELECT 1 FROM ai_sessions WHERE session_id = %s", session_id) == []
 
@@ -312,12 +312,13 @@ def test_unknown_agent_is_404_and_everything_needs_the_key(agents: AgentStack) -
         f"{agents.stack.base}/v1/agents/nobody/runs",
         json={"message": "hi", "user_id": "ada"},
         headers=agents.stack.auth,
+        timeout=30,
     )
     assert response.status_code == 404 and "GET /v1/agents" in response.json()["detail"]
     assert agents.stack.get("/v1/agents/nobody/sessions", user_id="ada").status_code == 404
     for path in ("/v1/agents", "/v1/agents/assistant/sessions", "/v1/users/ada/memories"):
         assert agents.stack.get(path, key=None).status_code == 401
-    anonymous = httpx.post(agents.runs_url, json={"message": "hi", "user_id": "ada"})
+    anonymous = httpx.post(agents.runs_url, json={"message": "hi", "user_id": "ada"}, timeout=30)
     assert anonymous.status_code == 401
 
 
@@ -362,7 +363,7 @@ def test_nul_in_an_id_of_every_agent_route_is_422(agents: AgentStack) -> None:
         ("GET", "/v1/users/a%00b/memories", {}),
     ]
     for method, path, params in requests:
-        response = httpx.request(method, base + path, params=params, headers=auth)
+        response = httpx.request(method, base + path, params=params, headers=auth, timeout=30)
         assert response.status_code == 422, (method, path, response.text)
         assert isinstance(response.json()["detail"], list)
 
@@ -438,11 +439,13 @@ def test_a_second_run_that_outwaits_the_first_is_409_and_nothing_is_lost(impatie
         impatient.runs_url,
         json={"message": "and now?", "user_id": "jo", "session_id": session_id, "stream": True},
         headers=impatient.stack.auth,
+        timeout=30,
     )
     deleted = httpx.delete(
         f"{impatient.stack.base}/v1/agents/assistant/sessions/{session_id}",
         params={"user_id": "jo"},
         headers=impatient.stack.auth,
+        timeout=30,
     )
     for refused in (second, streamed, deleted):
         assert refused.status_code == 409, refused.text
@@ -619,6 +622,7 @@ def test_without_a_model_the_agent_routes_are_503_and_the_rest_works(
             f"{stack.base}/v1/agents/assistant/runs",
             json={"message": "hi", "user_id": "ada"},
             headers=stack.auth,
+            timeout=30,
         )
         assert run.status_code == 503
         assert stack.get("/v1/agents", key=None).status_code == 401
