@@ -16,20 +16,23 @@ from wcu_ai.agno_storage import AgnoStorage, engine_options, get_agno_postgres_d
 from wcu_ai.settings import Settings
 
 
-def test_the_engines_get_the_connect_and_statement_timeouts_and_hide_parameters() -> None:
+def test_the_engines_get_the_connect_timeout_the_api_one_the_statement_timeout_and_hide_parameters() -> None:
     settings = Settings(
         DATABASE_URL="postgresql://app@localhost:1/x",
         db_statement_timeout_seconds=2.5,
         db_connect_timeout_seconds=4,
     )
-    options = engine_options(settings)
+    options = engine_options(settings, statement_timeout=True)
     assert options["hide_parameters"] is True
     assert options["connect_args"]["connect_timeout"] == 4 and options["pool_timeout"] == 4
     assert options["connect_args"]["options"].endswith(" -c statement_timeout=2500")
     unbounded = engine_options(
-        Settings(DATABASE_URL="postgresql://app@localhost:1/x", db_statement_timeout_seconds=0)
+        Settings(DATABASE_URL="postgresql://app@localhost:1/x", db_statement_timeout_seconds=0),
+        statement_timeout=True,
     )
     assert "statement_timeout" not in unbounded["connect_args"]["options"]
+    runner = engine_options(settings, statement_timeout=False)  # the runner's statements have none
+    assert "statement_timeout" not in runner["connect_args"]["options"] and runner["hide_parameters"]
 
 
 def _session(session_id: str) -> AgentSession:

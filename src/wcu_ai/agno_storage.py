@@ -5,8 +5,8 @@ tables the service uses at start-up (get_agno_postgres_db, synchronous: the runn
 thread); the API only ever reads and writes rows in tables that already exist, through Agno's
 asynchronous storage (AgnoStorage), so a slow or locked table never holds up its event loop.
 
-Both engines get the service's connect timeout and WCU_DB_STATEMENT_TIMEOUT_SECONDS, and hide
-SQL parameters from their errors (they hold prompts and replies; Agno logs those errors).
+Both engines get the service's connect timeout and hide SQL parameters from their errors (they
+hold prompts and replies; Agno logs those errors); the API's also WCU_DB_STATEMENT_TIMEOUT_SECONDS.
 """
 
 from __future__ import annotations
@@ -37,12 +37,16 @@ AGNO_TABLES = {
 }
 
 
-def engine_options(settings: Settings) -> dict[str, Any]:
-    """SQLAlchemy engine arguments for Agno's storage: our connection settings plus timeouts."""
+def engine_options(settings: Settings, *, statement_timeout: bool) -> dict[str, Any]:
+    """SQLAlchemy engine arguments for Agno's storage: our connection settings and timeouts.
+
+    statement_timeout: the API's WCU_DB_STATEMENT_TIMEOUT_SECONDS (a request's storage); the
+    runner's statements have none (its metrics calculation reads whole days of sessions).
+    """
     from agno.db.utils import json_serializer
 
     kwargs = connect_kwargs(settings)
-    timeout_ms = int(settings.db_statement_timeout_seconds * 1000)
+    timeout_ms = int(settings.db_statement_timeout_seconds * 1000) if statement_timeout else 0
     if timeout_ms:
         kwargs["options"] += f" -c statement_timeout={timeout_ms}"
     return {
@@ -66,7 +70,9 @@ def build_agno_postgres_db(settings: Settings) -> PostgresDb:
     route_agno_logs()
 
     return PostgresDb(
-        db_engine=create_engine(sqlalchemy_url(settings), **engine_options(settings)),
+        db_engine=create_engine(
+            sqlalchemy_url(settings), **engine_options(settings, statement_timeout=False)
+        ),
         db_schema=settings.db_schema,
         session_table=AGNO_TABLES["sessions"],
         memory_table=AGNO_TABLES["memories"],
@@ -113,7 +119,9 @@ class AgnoStorage:
 
         route_agno_logs()
         self.settings = settings
-        self.engine: AsyncEngine = create_async_engine(sqlalchemy_url(settings), **engine_options(settings))
+        self.engine: AsyncEngine = create_async_engine(
+            sqlalchemy_url(settings), **engine_options(settings, statement_timeout=True)
+        )
         self.tables: dict[str, Table] = {}
         _run_storage_class()  # Agno's storage module loads here (the API's loading thread), not in a run
 
