@@ -290,7 +290,15 @@ def test_streaming_answers_server_sent_events(agents: AgentStack) -> None:
 
 
 def test_metrics_land_in_ai_metrics(agents: AgentStack) -> None:
-    agents.run("What did I ask before?", user_id="gus")
+    session_id = agents.run("What did I ask before?", user_id="gus").json()["session_id"]
+    # The first run of a new session has its tokens in the session, where Agno's metrics read them.
+    [stored] = rows(
+        agents.stack.db_url,
+        "SELECT session_data, agent_data FROM ai_sessions WHERE session_id = %s",
+        session_id,
+    )
+    assert stored["session_data"]["session_metrics"]["total_tokens"] > 0
+    assert stored["agent_data"]["agent_id"] == "assistant"
     deadline = time.monotonic() + 20
     metrics: list[dict[str, Any]] = []
     while time.monotonic() < deadline:

@@ -184,9 +184,12 @@ class AgentCatalog:
                 row = await session_store.claim_session(conn, session_id, agent_id=agent_id, user_id=user_id)
             if not session_store.owned(row, agent_id=agent_id, user_id=user_id):
                 raise SessionNotFoundError()
-            storage = self.storage.run_storage(session_store.session_of_row(row))
+            session = session_store.session_of_row(row)
+            storage = self.storage.run_storage(session)
+            agent = self.build(agent_id, storage)
+            _as_agno_creates(session, agent)
             run = AgentRun(
-                self.build(agent_id, storage),
+                agent,
                 storage,
                 message,
                 session=storage.session,
@@ -226,6 +229,20 @@ class AgentCatalog:
             if pending:
                 await asyncio.wait(pending, timeout=STOP_GRACE_SECONDS)
         await self.storage.close()
+
+
+def _as_agno_creates(session: AgentSession, agent: Agent) -> None:
+    """What Agno puts in a session it creates, for one our SQL claimed (session_store.claim_session).
+
+    Without session_data Agno keeps no session metrics, so ai_metrics would count the runs of a
+    new session but none of their tokens.
+    """
+    from agno.agent._storage import get_agent_data  # Agno 2.9's own (pinned in pyproject.toml)
+
+    if session.session_data is None:
+        session.session_data = {}
+    if session.agent_data is None:
+        session.agent_data = get_agent_data(agent)
 
 
 class AgentsLoading:
