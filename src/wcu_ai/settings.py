@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     agent_history_runs: int = Field(default=5, ge=0, le=100)
     agent_search_limit: int = Field(default=5, ge=1, le=50)
     agent_metrics_delay_seconds: float = Field(default=60.0, ge=0)
+    # One run at a time per session: a second one waits this long for the first, then is answered 409.
+    agent_session_wait_seconds: float = Field(default=10.0, ge=0, le=600)
+    # A run's hold on its session, renewed every third of it; an API that died frees it after this.
+    agent_session_lease_seconds: float = Field(default=30.0, ge=3, le=3600)
+    # Server-sent events: a comment this often while the model is silent (load balancers cut idle streams).
+    agent_stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
 
     log_level: str = "INFO"
     log_format: str = "json"

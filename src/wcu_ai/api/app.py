@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wcu_ai import __version__
 from wcu_ai.agents.catalog import open_agents
 from wcu_ai.agents.model import build_model
+from wcu_ai.agents.outcome import OutcomeObserver
 from wcu_ai.api.deps import require_api_key
 from wcu_ai.api.docs import add_docs
 from wcu_ai.api.drain import Drain
@@ -143,7 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
                 open_pool(
                     settings, wait=False, statement_timeout_seconds=settings.db_statement_timeout_seconds
                 ) as pool,
-                open_agents(settings, model, pool, embedder) as catalog,
+                open_agents(settings, model, pool, embedder, agent_run_observer(app)) as catalog,
             ):
                 logger.info(
                     "api ready to serve",
@@ -322,6 +323,12 @@ def add_metrics(app: FastAPI, settings: Settings) -> None:
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.metrics = metrics
+
+
+def agent_run_observer(app: FastAPI) -> OutcomeObserver | None:
+    """wcu_agent_runs_total's counter when the metrics are on."""
+    metrics: ApiMetrics | None = getattr(app.state, "metrics", None)
+    return metrics.count_agent_run if metrics is not None else None
 
 
 def problem_status(exc: WcuError) -> int:

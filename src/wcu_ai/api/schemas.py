@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from wcu_ai.tasks.model import Task, TaskStatus
 
@@ -131,11 +131,28 @@ class AgentList(BaseModel):
     items: list[AgentPublic]
 
 
+# Session and user ids: ASCII letters, digits and . _ - : @, 1-200 characters, the first a letter
+# or digit. Every one of them is a valid URL path segment as it is (no "/", no "." or ".."
+# segment a client would resolve away) and a valid PostgreSQL text (no NUL).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
+ID_DESCRIPTION = "1-200 characters: ASCII letters, digits and . _ - : @, starting with a letter or digit"
+
+
 class AgentRunRequest(BaseModel):
-    message: str = Field(min_length=1, max_length=32000)
-    user_id: str = Field(min_length=1, max_length=200)
-    session_id: str | None = Field(default=None, min_length=1, max_length=200, description="new when absent")
+    message: str = Field(min_length=1, max_length=32000, description="no NUL characters")
+    user_id: str = Field(pattern=ID_PATTERN, description=ID_DESCRIPTION)
+    session_id: str | None = Field(
+        default=None, pattern=ID_PATTERN, description=f"new when absent; {ID_DESCRIPTION}"
+    )
     stream: bool = Field(default=False, description="answer as server-sent events")
+
+    @field_validator("message")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        # PostgreSQL text cannot hold it: the search would fail and the turn could not be stored.
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class CitationPublic(BaseModel):
@@ -167,8 +184,11 @@ class AgentSessionPage(BaseModel):
 class AgentTurn(BaseModel):
     run_id: str | None
     created_at: datetime
+    status: Literal["completed", "failed", "cancelled"] = Field(
+        description="failed: the model, a tool or the storage failed; cancelled: the client left or the API stopped"
+    )
     message: str
-    reply: str
+    reply: str = Field(description="the answer of a completed turn; empty otherwise")
     citations: list[CitationPublic]
 
 
