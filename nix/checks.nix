@@ -26,6 +26,20 @@ let
 
   fixtures = import ./fixtures.nix { inherit pkgs; };
 
+  # The VM test's database image (check-only) and its entrypoint script.
+  pgvector = import ./pgvector-image.nix { inherit pkgs lib; };
+
+  # Every writeShellApplication of the flake. Building one runs `bash -n` on it; shellcheck
+  # runs in its build in older nixpkgs and is its passthru.tests.shellcheck in newer ones
+  # (pkgs/build-support/trivial-builders/default.nix), which no check builds unless named:
+  # both are built here. .ci/nix-check fails if the offline evaluation did not lint one of
+  # the writeShellApplication scripts in nix/ (it reaches them through this check).
+  shellScripts = [
+    push.pushScript
+    push.manifestScript
+    pgvector.entrypoint
+  ];
+
   # Every .nix file of the repository, for the formatting check.
   nixFiles = lib.fileset.toSource {
     root = ../.;
@@ -202,5 +216,25 @@ in
     touch $out
   '';
 
-  vm = import ./vm-test.nix { inherit pkgs lib images; };
+  shell-scripts = pkgs.linkFarm "wcu-ai-shell-scripts" (
+    map (script: {
+      inherit (script) name;
+      path = script;
+    }) shellScripts
+    ++ lib.concatMap (
+      script:
+      lib.mapAttrsToList (test: path: {
+        name = "${script.name}-${test}";
+        inherit path;
+      }) (script.tests or { })
+    ) shellScripts
+  );
+
+  # Built on every runner, also those without KVM that skip the VM test.
+  pgvector-image = pgvector.image;
+
+  vm = import ./vm-test.nix {
+    inherit pkgs images fixtures;
+    pgvector-image = pgvector.image;
+  };
 }
