@@ -20,7 +20,9 @@ let
   data = "/var/lib/postgresql/data";
 
   nss = pkgs.fakeNss.override {
-    extraPasswdLines = [ "postgres:x:${toString uid}:${toString uid}:PostgreSQL:/var/lib/postgresql:/noshell" ];
+    extraPasswdLines = [
+      "postgres:x:${toString uid}:${toString uid}:PostgreSQL:/var/lib/postgresql:/noshell"
+    ];
     extraGroupLines = [ "postgres:x:${toString uid}:" ];
   };
 
