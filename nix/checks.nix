@@ -97,13 +97,14 @@ in
     dontBuild = true;
     doCheck = true;
 
+    # The runner image's document tools (soffice, poppler, tesseract, prlimit): with CI=true
+    # a test fails when the code's tools are not on PATH.
     nativeCheckInputs = [
       py.devVenv
       postgresql
       pkgs.postgresqlTestHook
-      images.office
-      images.popplerUtils
-    ];
+    ]
+    ++ images.runnerTools;
 
     # postgresqlTestHook: a server in the build sandbox (unix socket under $NIX_BUILD_TOP,
     # no TCP; PGUSER=test_user, PGDATABASE=test_db). tests/conftest.py creates a fresh
@@ -194,7 +195,7 @@ in
   runner-tools = mkCheck "check-runner-tools" [ ] ''
     export HOME=$TMPDIR
     export FONTCONFIG_FILE=${images.fontsConf}
-    for tool in soffice pdftotext pdfinfo pdftoppm tesseract prlimit; do
+    for tool in ${lib.escapeShellArgs images.runnerToolNames}; do
       PATH=${images.runnerPath} command -v "$tool" || { echo "runner image: $tool is not on PATH" >&2; exit 1; }
     done
     # The image's PATH first; the sandbox's own tools (grep, tee, touch) after it.

@@ -144,17 +144,18 @@ let
   office = pkgs.libreoffice-still.override { dbusVerify = false; };
   popplerUtils = pkgs.poppler-utils;
 
-  # soffice, pdftotext, pdfinfo, pdftoppm, tesseract and prlimit are looked up on PATH by
-  # the runner.
-  runnerPath = lib.makeBinPath (
-    [
-      app
-      office
-      popplerUtils
-    ]
-    ++ ocr
-    ++ prlimit
-  );
+  # The document tools the runner looks up on PATH, named in ./runner-tools.json
+  # (tests/nix/test_runner_tools.py fails when the code needs one the file lacks), and the
+  # packages that provide them: the runner image's PATH and the pytest check's, one list so
+  # the two cannot drift.
+  runnerToolNames = (lib.importJSON ./runner-tools.json).tools;
+  runnerTools = [
+    office
+    popplerUtils
+  ]
+  ++ ocr
+  ++ prlimit;
+  runnerPath = lib.makeBinPath ([ app ] ++ runnerTools);
 
   mkImage =
     {
@@ -227,6 +228,8 @@ in
     fontsConf
     office
     popplerUtils
+    runnerToolNames
+    runnerTools
     runnerPath
     uid
     home

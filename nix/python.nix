@@ -28,7 +28,7 @@ let
 
   # Sources of the test run: the above, tests/ (maybeMissing: a checkout without tests/
   # still evaluates) and the files tests read from the repository: the Nix helper scripts
-  # and data tests/nix runs, the Kubernetes manifests and images.nix (tests/deploy). Only
+  # and data tests/nix reads, the Kubernetes manifests and images.nix (tests/deploy). Only
   # these, so other edits to nix/ do not rerun the tests; .ci/nix-check runs the tests
   # that read repository files from this very source.
   testSrc = lib.fileset.toSource {
@@ -40,6 +40,7 @@ let
       ../nix/image_sizes.py
       ../nix/image-budgets.json
       ../nix/images.nix
+      ../nix/runner-tools.json
       ../deploy
     ];
   };
