@@ -209,8 +209,7 @@ in
   '';
 
   # The push apps find every tool they run on their own PATH (they do not inherit the
-  # caller's): cosign is looked up by name in nix/push.nix, so this fails a real build
-  # that lacks it.
+  # caller's). Their build already fails without one (push.toolsChecked); this runs them.
   push-tools = mkCheck "check-push-tools" [ ] ''
     ${lib.getExe push.pushScript} --check-tools
     ${lib.getExe push.manifestScript} --check-tools

@@ -42,8 +42,10 @@ let
   );
 
   # cosign is not in the offline stand-in nixpkgs (it is pkgs/by-name/co/cosign there):
-  # looked up by name, and `--check-tools`, run by checks.<system>.push-tools, fails a
-  # real build when it is missing (the scripts do not inherit the caller's PATH).
+  # looked up by name. The scripts do not inherit the caller's PATH, so a tool missing from
+  # runtimeInputs would fail the first real push: toolsChecked fails the scripts' build
+  # instead (they refer to it), and `--check-tools` (checks.<system>.push-tools) checks
+  # their PATH when they run.
   cosign = lib.optional (pkgs ? cosign) pkgs.cosign;
   runtimeInputs = [
     pkgs.skopeo
@@ -53,6 +55,22 @@ let
     pkgs.gnugrep
   ]
   ++ cosign;
+  tools = [
+    "skopeo"
+    "aws"
+    "jq"
+    "sha256sum"
+    "stat"
+    "mktemp"
+    "grep"
+    "cosign"
+  ];
+  toolsChecked = pkgs.runCommand "wcu-ai-push-tools" { } ''
+    for tool in ${lib.escapeShellArgs tools}; do
+      PATH=${lib.makeBinPath runtimeInputs} command -v "$tool" ||
+        { echo "push apps: $tool is not in their runtime inputs" >&2; exit 1; }
+    done >"$out"
+  '';
 
   # Options, login, dry-run and the temporary auth file shared by both scripts.
   common = usage: ''
@@ -86,10 +104,12 @@ let
       --sign) sign=1 ;;
       --dry-run) dry_run=1 ;;
       --check-tools)
-        for tool in skopeo aws jq sha256sum stat mktemp grep cosign; do
+        # ${toolsChecked} builds only when every tool is in the runtime inputs, and this
+        # script's build needs it; here the PATH of this run is checked.
+        for tool in ${lib.escapeShellArgs tools}; do
           command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
         done
-        echo "all tools found: skopeo aws jq coreutils grep cosign"
+        echo "all tools found: ${toString tools}"
         exit 0
         ;;
       -h | --help) usage; exit 0 ;;
@@ -244,8 +264,9 @@ let
   };
 in
 {
-  # The scripts are exposed for .ci/nix-check, which runs them against stub tools.
-  inherit pushScript manifestScript;
+  # The scripts and their tool check are exposed for .ci/nix-check, which runs them against
+  # stub tools.
+  inherit pushScript manifestScript toolsChecked;
   push = app pushScript "Push this system's two images to ECR as <rev>-${arch}, signed, with SBOMs";
   push-manifest = app manifestScript "Join the per-architecture images into one manifest list per tag";
 }
