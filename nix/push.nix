@@ -82,6 +82,7 @@ let
       --prefix PREFIX   repository name prefix, e.g. "prod/" (default: none)
       --sign            sign with cosign (keyless: needs an OIDC identity, e.g. GitHub Actions)
       --dry-run         print what would be done; no credentials needed, nothing is pushed
+                        (without --registry: a placeholder registry)
       --check-tools     check that every tool the push needs is on its PATH, then exit
     Repositories: wcu-ai-api, wcu-ai-task-runner.
     USAGE
@@ -117,7 +118,16 @@ let
       esac
       shift
     done
-    [[ -n $registry ]] || { echo "--registry (or ECR_REGISTRY) is required" >&2; exit 2; }
+    if [[ -z $registry ]]; then
+      if ((dry_run)); then
+        # A plan can be shown without an AWS account; nothing is pushed anyway.
+        registry=ACCOUNT.dkr.ecr.REGION.amazonaws.com
+        echo "dry run without --registry or ECR_REGISTRY: the plan shows the placeholder $registry"
+      else
+        echo "--registry (or ECR_REGISTRY) is required" >&2
+        exit 2
+      fi
+    fi
     if [[ -z $region ]]; then
       region=$(cut -d. -f4 <<<"$registry") # ACCOUNT.dkr.ecr.REGION.amazonaws.com
     fi
