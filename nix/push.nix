@@ -172,11 +172,13 @@ let
         exit 2
       fi
 
-      while read -r repo image sbom; do
+      # The list arrives on fd 3, and the tools get /dev/null: a tool reading its stdin
+      # (a prompt, a retry) must not swallow the images still to push.
+      while read -r -u 3 repo image sbom; do
         ref="$registry/$prefix$repo:$rev-${arch}"
         digestfile="$workdir/$repo.digest"
         run skopeo --policy ${policy} copy --retry-times 3 --authfile "$auth" \
-          --digestfile "$digestfile" "docker-archive:$image" "docker://$ref"
+          --digestfile "$digestfile" "docker-archive:$image" "docker://$ref" </dev/null
         if ((dry_run)); then
           digest="<digest of $ref>"
         else
@@ -184,10 +186,10 @@ let
           echo "pushed $ref@$digest"
         fi
         if ((sign)); then
-          run cosign sign --yes "$registry/$prefix$repo@$digest"
-          run cosign attest --yes --type cyclonedx --predicate "$sbom" "$registry/$prefix$repo@$digest"
+          run cosign sign --yes "$registry/$prefix$repo@$digest" </dev/null
+          run cosign attest --yes --type cyclonedx --predicate "$sbom" "$registry/$prefix$repo@$digest" </dev/null
         fi
-      done <<'IMAGES'
+      done 3<<'IMAGES'
       wcu-ai-api ${images.api-image} ${sboms.api-image}
       wcu-ai-task-runner ${images.runner-image} ${sboms.runner-image}
       IMAGES
