@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     # OCR of pages without a text layer: pdftoppm renders, Tesseract reads (1-2 s of CPU per page).
     ocr_enabled: bool = True
     ocr_languages: str = Field(default="eng", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
-    ocr_max_pages: int = Field(default=100, ge=1)
+    ocr_max_pages: int = Field(default=50, ge=1)
     ocr_dpi: int = Field(default=300, ge=72, le=600)
     # Tesseract with eng needs ~200 MiB of address space on a letter page at 300 DPI.
     ocr_max_memory_bytes: int = Field(default=1024 * 1024 * 1024, ge=256 * 1024 * 1024)
