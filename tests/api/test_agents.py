@@ -358,6 +358,7 @@ def test_unknown_agent_is_404_and_everything_needs_the_key(agents: AgentStack) -
         {"message": "hi", "user_id": "ada/x"},
         {"message": "hi", "user_id": "x" * 201},
         {"message": "hi\x00", "user_id": "ada"},
+        {"message": "hi \ud800", "user_id": "ada"},  # a lone surrogate: no UTF-8 form, once a 500
     ],
 )
 def test_unsafe_ids_and_nul_in_a_run_are_422(agents: AgentStack, body: dict[str, Any]) -> None:

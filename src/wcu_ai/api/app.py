@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno
+import json
 import logging
 import time
 import uuid
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import psycopg
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import ClientDisconnect
@@ -231,6 +234,13 @@ def create_app(settings: Settings) -> FastAPI:
             extra={"action": "api.resource_exhausted", "path": request.url.path, "error": os_error_text(exc)},
         )
         return await wcu_error(request, mapped)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own 422, but as ASCII JSON: the errors echo the input, and a JSON "\ud800"
+        # (an unpaired surrogate) has no UTF-8 form, so FastAPI's response would fail as a 500.
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
 
     @app.exception_handler(psycopg.DataError)
     async def invalid_data(request: Request, exc: psycopg.DataError) -> JSONResponse:

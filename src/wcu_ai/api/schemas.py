@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -134,12 +135,15 @@ class AgentList(BaseModel):
 # Session and user ids: ASCII letters, digits and . _ - : @, 1-200 characters, the first a letter
 # or digit. Every one of them is a valid URL path segment as it is (no "/", no "." or ".."
 # segment a client would resolve away) and a valid PostgreSQL text (no NUL).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
 ID_DESCRIPTION = "1-200 characters: ASCII letters, digits and . _ - : @, starting with a letter or digit"
 
 
 class AgentRunRequest(BaseModel):
-    message: str = Field(min_length=1, max_length=32000, description="no NUL characters")
+    message: str = Field(
+        min_length=1, max_length=32000, description="no NUL characters, no unpaired surrogates (\\ud800)"
+    )
     user_id: str = Field(pattern=ID_PATTERN, description=ID_DESCRIPTION)
     session_id: str | None = Field(
         default=None, pattern=ID_PATTERN, description=f"new when absent; {ID_DESCRIPTION}"
@@ -148,10 +152,15 @@ class AgentRunRequest(BaseModel):
 
     @field_validator("message")
     @classmethod
-    def _no_nul(cls, value: str) -> str:
-        # PostgreSQL text cannot hold it: the search would fail and the turn could not be stored.
+    def _storable(cls, value: str) -> str:
+        # PostgreSQL text cannot hold either: the search would fail and the turn could not be
+        # stored. JSON's "\ud800" escape decodes to a lone surrogate, which has no UTF-8 form.
         if "\x00" in value:
             raise ValueError("must not contain NUL characters")
+        if _SURROGATE.search(value):
+            raise ValueError(
+                "must be valid Unicode: an unpaired surrogate (such as \\ud800) cannot be stored"
+            )
         return value
 
 
