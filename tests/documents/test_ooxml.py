@@ -268,6 +268,25 @@ def test_an_svg_with_a_dtd_is_replaced_not_refused(tmp_path: Path, wrap: str) ->
         assert b"ENTITY" not in archive.read("word/media/a.svgz")
 
 
+def test_an_svg_behind_a_bitmap_magic_is_still_inspected(tmp_path: Path) -> None:
+    # "BM" is BMP's magic; LibreOffice still reads what follows as an SVG.
+    svg = b'BM<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"><image xlink:href="http://127.0.0.1:9/x.png"/></svg>'
+    rel = (
+        '<Relationship Id="rIdS" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/image"'
+        ' Target="media/a.bmp"/>'
+    )
+    src = edit_package(
+        make_docx(tmp_path / "a.docx", ["x"]),
+        tmp_path / "svg.docx",
+        rels=(rel,),
+        parts={"word/media/a.bmp": svg},
+    )
+    dst, report = _rewrite(src, tmp_path)
+    assert report["images_replaced"] == 1
+    with zipfile.ZipFile(dst) as archive:
+        assert b"127.0.0.1" not in archive.read("word/media/a.bmp")
+
+
 def test_a_clean_svg_is_kept(tmp_path: Path) -> None:
     svg = (
         '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"><defs><g id="a"/></defs>'

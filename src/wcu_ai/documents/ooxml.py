@@ -978,8 +978,13 @@ def _looks_like_xml(head: bytes) -> bool:
     stripped = head.removeprefix(b"\xef\xbb\xbf").lstrip()
     if stripped.startswith(b"<"):
         return True
+    return _mentions_markup(head)
+
+
+def _mentions_markup(head: bytes) -> bool:
+    # LibreOffice finds an SVG by "<svg" near the start, whatever precedes it: even after a
+    # two-byte magic such as BMP's "BM", which a crafted SVG can start with.
     lowered = head.lower()
-    # LibreOffice finds an SVG by "<svg" near the start, whatever precedes it.
     return b"<svg" in lowered or b"<!doctype" in lowered or b"<?xml" in lowered
 
 
@@ -1164,7 +1169,7 @@ class _Rewrite:
                 self._replace_picture(info)
             else:
                 self._copy(info)
-        elif not head.startswith(_BINARY_MAGIC) and _looks_like_xml(head):
+        elif (not head.startswith(_BINARY_MAGIC) and _looks_like_xml(head)) or _mentions_markup(head):
             if _svg_is_safe(self.chunks(info), self.limits.max_xml_depth):
                 self._copy(info)
             else:
