@@ -10,6 +10,7 @@ import pytest
 from tests.factories import make_pdf
 from tests.pdf_bytes import repeated_text_pdf, scanned_pdf, shared_content_pdf, text_image
 from wcu_ai.documents.pdf import (
+    MAX_METADATA_CHARS,
     PageSize,
     PdfContent,
     page_sizes,
@@ -73,6 +74,15 @@ def test_empty_page_keeps_its_place(tmp_path: Path) -> None:
 
 
 @documents
+@documents
+def test_metadata_is_cut_to_a_label_and_its_whitespace_folded(tmp_path: Path) -> None:
+    # A 24 KB PDF once stored titles of 8 million characters, and every listing served them.
+    path = make_pdf(tmp_path / "meta.pdf", ["body"], title="T" * 100_000, author="Ada\n\n  Lovelace")
+    content = _read(path)
+    assert content.title == "T" * MAX_METADATA_CHARS
+    assert content.author == "Ada Lovelace"
+
+
 def test_missing_metadata_is_none(tmp_path: Path) -> None:
     content = _read(make_pdf(tmp_path / "plain.pdf", ["x"]))
     assert content.title is None

@@ -54,6 +54,8 @@ _FORM_FEED = "\f"
 _NO_HOME = Path("/nonexistent")
 _HEAD_END = "</head>\n<body>\n<pre>\n"
 _TAIL = "</pre>\n</body>\n</html>\n"
+# Title, author and producer as stored and listed: a PDF's info dictionary may hold megabytes.
+MAX_METADATA_CHARS = 500
 _TITLE = re.compile(r"<title>(.*?)</title>\n", re.S)
 _META = re.compile(r'<meta name="(\w+)" content="(.*?)"/>\n', re.S)
 _PAGE_SIZE = re.compile(r"^Page\s+(\d+) size:\s+([\d.]+) x ([\d.]+) pts", re.M)
@@ -168,7 +170,9 @@ async def read_pdf(
         raise _text_limit_error(max_text_chars)
 
     def text(key: str) -> str | None:
-        return meta.get(key, "").strip() or None
+        # Cut, not refused: a title is a label, and every listing serves it.
+        value = " ".join(meta.get(key, "").split())[:MAX_METADATA_CHARS].strip()
+        return value or None
 
     return PdfContent(
         page_count=len(pages),
