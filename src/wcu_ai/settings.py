@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # within the other; an idle keep-alive connection is closed after the third.
     api_header_timeout_seconds: float = Field(default=10.0, gt=0)
     api_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # All of a body's waits together: a 50 MiB upload at 100 KiB/s takes 512 s.
+    api_body_max_seconds: float = Field(default=600.0, gt=0)
     api_keepalive_seconds: int = Field(default=5, ge=1)
     # Requests served at once by one API process (/health* not counted); more are answered 503.
     api_max_concurrent_requests: int = Field(default=200, ge=1)

@@ -25,12 +25,17 @@ from tests.factories import make_pdf
 UPLOAD_LIMIT = 4 * 1024 * 1024
 BOUNDARY = "wcu-test-boundary"
 BODY_TIMEOUT = 1.0
+BODY_MAX = 4.0
 
 
 @pytest.fixture(scope="module")
 def stack(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
     """The API on a migrated database, no runner: whatever an upload stores stays in the tables."""
-    env = {"WCU_UPLOAD_MAX_BYTES": str(UPLOAD_LIMIT), "WCU_API_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT)}
+    env = {
+        "WCU_UPLOAD_MAX_BYTES": str(UPLOAD_LIMIT),
+        "WCU_API_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+        "WCU_API_BODY_MAX_SECONDS": str(BODY_MAX),
+    }
     with service_stack(pg_server_url, tmp_path_factory.mktemp("upload"), runner=False, **env) as running:
         yield running
 
@@ -205,6 +210,29 @@ def test_a_client_that_stalls_mid_body_gets_408_and_nothing_is_stored(
         response = client.response(timeout=BODY_TIMEOUT + 15)
         assert response is not None and response.status == 408
         assert "WCU_API_BODY_TIMEOUT_SECONDS" in response.json()["detail"]
+        assert response.closed
+    finally:
+        client.close()
+    assert wait_until(lambda: scratch_files(stack) == [])
+    assert stored(stack.db_url) == before
+
+
+def test_a_client_that_trickles_within_each_wait_gets_408_at_the_total_and_nothing_is_stored(
+    stack: ServiceStack, pdf_bytes: bytes
+) -> None:
+    before = stored(stack.db_url)
+    body = file_part_head() + pdf_bytes + closing()
+    client = RawClient.to(stack.base)
+    try:
+        client.send(upload_head(len(body)) + body[:100])
+        # A piece every half of BODY_TIMEOUT: no single wait times out; their sum must.
+        for i in range(40):
+            time.sleep(BODY_TIMEOUT / 2)
+            if not client.send(body[100 + i : 101 + i]):
+                break  # the API answered and closed
+        response = client.response(timeout=BODY_MAX + 15)
+        assert response is not None and response.status == 408, response
+        assert "WCU_API_BODY_MAX_SECONDS" in response.json()["detail"]
         assert response.closed
     finally:
         client.close()

@@ -184,7 +184,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
-    app.add_middleware(BodyTimeoutMiddleware, timeout=settings.api_body_timeout_seconds)
+    app.add_middleware(
+        BodyTimeoutMiddleware,
+        timeout=settings.api_body_timeout_seconds,
+        total=settings.api_body_max_seconds,
+    )
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.api_max_concurrent_requests)
     # Outside the concurrency limit: the 503s it answers are counted too.
     if settings.api_metrics_enabled:
