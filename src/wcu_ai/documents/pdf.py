@@ -294,9 +294,22 @@ def _no_files(limits: ToolLimits | None) -> ToolLimits | None:
     return None if limits is None else dataclasses.replace(limits, file_bytes=0)
 
 
+# Bidi controls: pdftotext wraps right-to-left runs in U+202B ... U+202C, and the closing mark
+# sticks to the run's last word, which is then indexed (and searched for) with the mark in it.
+# They only say how to draw the text; the characters are already in reading order. Where one
+# stands between two word characters it is a run boundary ("end\u202c" then an Arabic word): a
+# space keeps the two words apart.
+_BIDI = "\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_BIDI_BETWEEN_WORDS = re.compile(f"(?<=\\w)[{_BIDI}]+(?=\\w)")
+_BIDI_CONTROLS = re.compile(f"[{_BIDI}]+")
+
+
 def _clean(text: str) -> str:
     # PostgreSQL text cannot hold NUL; poppler passes through whatever the PDF maps glyphs to.
-    return text.replace("\x00", "")
+    text = text.replace("\x00", "")
+    if _BIDI_CONTROLS.search(text) is None:  # the common case costs one scan
+        return text
+    return _BIDI_CONTROLS.sub("", _BIDI_BETWEEN_WORDS.sub(" ", text))
 
 
 def _check_not_empty(path: Path) -> None:
