@@ -209,8 +209,14 @@ def test_text_comes_in_bounded_ranges(stack: ServiceStack, tmp_path: Path) -> No
     assert " ".join(third["text"].split()) == pages[2].strip()
     tail = stack.get(path, from_page=6, to_page=99).json()
     assert ([p["page"] for p in tail["pages"]], tail["next_page"]) == ([6, 7], None)
-    beyond = stack.get(path, from_page=9).json()
-    assert (beyond["pages"], beyond["to_page"], beyond["next_page"]) == ([], 8, None)
+    last = stack.get(path, from_page=7, to_page=300).json()
+    assert ([p["page"] for p in last["pages"]], last["from_page"], last["to_page"]) == ([7], 7, 7)
+    # Past the last page was a 200 whose to_page came before its from_page (8..7, 200..199).
+    for params in ({"from_page": 8}, {"from_page": 200, "to_page": 300}):
+        beyond = stack.get(path, **params)
+        assert beyond.status_code == 422, beyond.text
+        [error] = beyond.json()["detail"]
+        assert error["loc"] == ["query", "from_page"] and "7 pages" in error["msg"]
     backwards = stack.get(path, from_page=3, to_page=2)
     assert backwards.status_code == 422
     assert backwards.json()["detail"][0]["loc"] == ["query", "to_page"]

@@ -126,7 +126,8 @@ async def get_document_text(
 ) -> DocumentText:
     """The text of pages from_page..to_page, page by page, in a bounded response: at most
     WCU_TEXT_RESPONSE_MAX_CHARS characters of page text and 500 pages. Follow `next_page` for the
-    rest of the range; without parameters a document within the bound comes whole."""
+    rest of the range; without parameters a document within the bound comes whole. A from_page past
+    the last page is a 422 that gives the page count."""
     if to_page is not None and to_page < from_page:
         # The shape of FastAPI's own 422 (HTTPValidationError), which the OpenAPI schema promises.
         raise RequestValidationError(
@@ -148,6 +149,18 @@ async def get_document_text(
             status.HTTP_409_CONFLICT, f"the document is {document['status']}, not parsed{reason}"
         )
     page_count = document["page_count"]
+    # A document without pages still answers its first page, empty.
+    if from_page > max(page_count, 1):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "from_page"),
+                    "msg": f"from_page is past the last page: the document has {page_count} pages",
+                    "input": from_page,
+                }
+            ]
+        )
     last = page_count if to_page is None else min(to_page, page_count)
     rows = await store.page_range(
         conn,
