@@ -14,7 +14,7 @@ from wcu_ai.api.pagination import decode_cursor, encode_cursor
 from wcu_ai.api.schemas import DocumentPage, DocumentPublic, DocumentText, PageText, UploadAccepted
 from wcu_ai.api.upload import receive_file
 from wcu_ai.documents import store
-from wcu_ai.documents.detect import detect_type
+from wcu_ai.documents.detect import CONTENT_TYPES, detect_type, unsupported_reason
 from wcu_ai.documents.textsearch import TextSearchConfig
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
@@ -65,13 +65,11 @@ async def upload_document(
     ) as received:
         kind = detect_type(received.path)
         if kind is None:
-            raise HTTPException(
-                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                "unsupported document type: send a PDF or a DOCX (the type is read from the content, not the name)",
-            )
+            raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, unsupported_reason(received.path))
         upload = store.Upload(
             filename=received.filename,
-            content_type=received.content_type,
+            # What the bytes are, not what the client called them (curl -F sends octet-stream).
+            content_type=CONTENT_TYPES[kind],
             kind=kind,
             sha256=received.sha256,
             size=received.size,
