@@ -108,7 +108,8 @@ def test_hostile_pdfs_fail_naming_the_limit_and_the_runner_goes_on(
         tmp_path / "shared.pdf", pages=2000, line="Lorem ipsum dolor sit amet " * 3, lines=90
     )
     assert "WCU_DOC_MAX_TEXT_CHARS" in failed(stack, shared)
-    assert "WCU_DOC_MAX_PAGE_CHARS" in failed(stack, dense_page_pdf(tmp_path / "dense.pdf"))
+    dense = failed(stack, dense_page_pdf(tmp_path / "dense.pdf"))
+    assert "WCU_DOC_MAX_PAGE_CHARS" in dense and "split that page" in dense
     assert "WCU_POPPLER_MAX_MEMORY_BYTES" in failed(
         stack, repeated_text_pdf(tmp_path / "repeat.pdf", repeats=40_000)
     )

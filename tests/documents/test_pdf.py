@@ -139,7 +139,7 @@ def test_header_only_is_refused(tmp_path: Path) -> None:
 @documents
 def test_more_pages_than_allowed(tmp_path: Path) -> None:
     path = make_pdf(tmp_path / "long.pdf", [f"page {n}" for n in range(1, 6)])
-    with pytest.raises(DocumentLimitError, match=r"more than 4 pages; the limit is 4 \(WCU_DOC_MAX_PAGES\)"):
+    with pytest.raises(DocumentLimitError, match=r"the limit is 4 \(WCU_DOC_MAX_PAGES\); split the document"):
         _read(path, max_pages=4)
     assert _read(path, max_pages=5).page_count == 5
     assert _read(path, max_pages=6).page_count == 5

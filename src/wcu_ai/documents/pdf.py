@@ -162,7 +162,8 @@ async def read_pdf(
         raise DocumentError("The PDF has no pages")
     if len(pages) > max_pages:
         raise DocumentLimitError(
-            f"The PDF has more than {max_pages} pages; the limit is {max_pages} (WCU_DOC_MAX_PAGES)"
+            f"The PDF has more than {max_pages} pages; the limit is {max_pages} (WCU_DOC_MAX_PAGES); "
+            f"split the document into parts of at most {max_pages} pages and upload each"
         )
     if sum(len(page) for page in pages) > max_text_chars:
         raise _text_limit_error(max_text_chars)
