@@ -112,9 +112,9 @@ class SearchHit(BaseModel):
     highlights: list[tuple[int, int]] = Field(
         default_factory=list,
         description="[start, end) offsets of the matched words in `snippet`, in Unicode code points; "
-        "empty for passages found by vector similarity only",
+        "empty when no word of the query is in the snippet (vector similarity only, exclusions only)",
     )
-    text: str
+    text: str = Field(description="the whole passage (chunk) the snippet is cut from")
 
 
 class SearchResults(BaseModel):
