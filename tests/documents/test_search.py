@@ -87,7 +87,7 @@ def test_restored_puts_the_chunks_own_characters_back() -> None:
 def test_words_in_angle_brackets_are_indexed_and_kept_in_snippets(settings: Settings, db_url: str) -> None:
     """Regression: the text-search parser dropped "<...>" as an HTML tag, its words unindexed."""
     MigrationTool(settings).run_up()
-    text = "Generic List<Capybara> when x<y and y>z, then <script>alert(1)</script> runs."
+    text = "Generic List<Capybara>\n when x<y and  y>z,\n\nthen <script>alert(1)</script> runs."
     doc = _insert_chunk(db_url, text)
     for query in ("capybara", "script", "alert", "y"):
         assert [p.document_id for p in _search(settings, query)] == [doc], query
