@@ -359,10 +359,14 @@ def test_unknown_agent_is_404_and_everything_needs_the_key(agents: AgentStack) -
         {"message": "hi", "user_id": "x" * 201},
         {"message": "hi\x00", "user_id": "ada"},
         {"message": "hi \ud800", "user_id": "ada"},  # a lone surrogate: no UTF-8 form, once a 500
+        {"message": "hi", "user_id": "ada\ud83d"},
+        {"message": "hi", "user_id": "ada", "session_id": "s-\ud83d"},
     ],
 )
 def test_unsafe_ids_and_nul_in_a_run_are_422(agents: AgentStack, body: dict[str, Any]) -> None:
     before = rows(agents.stack.db_url, "SELECT count(*) AS n FROM ai_sessions")
+    marker = f"refused-{uuid.uuid4().hex[:8]}"
+    body = {**body, "message": f"{body['message']} {marker}"}
     for stream in (False, True):
         response = httpx.post(
             agents.runs_url,
@@ -374,6 +378,7 @@ def test_unsafe_ids_and_nul_in_a_run_are_422(agents: AgentStack, body: dict[str,
         assert response.headers["content-type"].startswith("application/json")
         assert response.json()["detail"][0]["loc"][0] == "body"
     assert rows(agents.stack.db_url, "SELECT count(*) AS n FROM ai_sessions") == before
+    assert marker not in agents.stack.api.output()  # the refused message's text is logged nowhere
 
 
 def test_nul_in_an_id_of_every_agent_route_is_422(agents: AgentStack) -> None:
