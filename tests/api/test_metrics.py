@@ -90,6 +90,8 @@ def test_metrics_are_off_by_default_and_open_without_a_key(start: Start, service
     wait_http(f"{base}/health")
     opened = scrape(f"{base}/metrics")
     assert opened.value("wcu_http_requests_total", method="GET", route="/health", status="200") >= 1
+    # Open metrics are a choice the log says out loud.
+    assert on.wait_for("api.metrics_without_key")["level"] == "warning"
     on.signal(signal.SIGTERM)
     assert on.wait() == 0
 

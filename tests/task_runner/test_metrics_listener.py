@@ -118,3 +118,29 @@ def test_the_listener_is_off_by_default_and_a_taken_port_stops_the_start(start: 
     for proc in (opened, quiet):
         proc.signal(signal.SIGTERM)
         assert proc.wait() == 0
+
+
+def test_a_metrics_key_with_a_newline_opens_the_listener_and_a_blank_one_stops_the_start(
+    start: Start,
+) -> None:
+    # A secret file written with echo: the key with its newline, as the environment gets it.
+    url, env = listener(WCU_METRICS_KEY=METRICS_KEY + "\n")
+    runner = start("runner", **env)
+    runner.wait_for("runner.metrics_listening", timeout=60)
+    assert scrape(url, METRICS_KEY).value("wcu_runner_leader") in (0, 1)
+    assert "runner.metrics_without_key" not in runner.actions()
+
+    # Whitespace alone (a secret that did not resolve) is refused, not taken for "no key".
+    blank = start("runner", **listener(WCU_METRICS_KEY=" \n")[1])
+    assert blank.wait() == 2
+    assert "configuration error: WCU_METRICS_KEY: " in blank.output() and "whitespace" in blank.output()
+
+    # Empty is "no key": served open, and said so at start.
+    open_url, open_env = listener(WCU_METRICS_KEY="")
+    opened = start("runner", **open_env)
+    warning = opened.wait_for("runner.metrics_without_key", timeout=60)
+    assert warning["level"] == "warning" and "WCU_METRICS_KEY" in warning["msg"]
+    assert scrape(open_url).value("wcu_runner_leader") in (0, 1)
+    for proc in (runner, opened):
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0

@@ -308,6 +308,12 @@ def add_metrics(app: FastAPI, settings: Settings) -> None:
     request's time includes everything but that log line)."""
     metrics = ApiMetrics()
     key = settings.metrics_key
+    if key is None:
+        logger.warning(
+            "GET /metrics is served without a key: set WCU_METRICS_KEY, or keep the port from anyone "
+            "who should not read the metrics",
+            extra={"action": "api.metrics_without_key", "port": settings.api_port},
+        )
 
     # Not under require_api_key: its own key (or none: then only the network guards it), and the
     # API keys never open it. Not in the OpenAPI document: it is for Prometheus, not for clients.

@@ -87,6 +87,12 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int, key: str | 
         "metrics listener started",
         extra={"action": "runner.metrics_listening", "host": host, "port": bound, "key": key is not None},
     )
+    if key is None:
+        logger.warning(
+            "the metrics listener serves without a key: set WCU_METRICS_KEY, or keep the port from "
+            "anyone who should not read the metrics",
+            extra={"action": "runner.metrics_without_key", "port": bound},
+        )
     try:
         yield bound
     finally:
