@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import ServiceStack, service_stack
+from tests.api.raw_http import RawClient, request_head
 from tests.conftest import API_KEY, Proc, wait_http
 from tests.scrape import Scrape, scrape
 from wcu_ai.api.metrics import agent_run_outcome, last_sse_event
@@ -96,6 +98,67 @@ def test_metrics_are_off_by_default_and_open_without_a_key(start: Start, service
     assert on.wait() == 0
 
 
+def test_at_the_concurrency_limit_metrics_answer_and_count_the_refusals_apart(
+    pg_server_url: str, tmp_path: Path
+) -> None:
+    env = {**ON, "WCU_API_MAX_CONCURRENT_REQUESTS": "2", "WCU_API_BODY_TIMEOUT_SECONDS": "30"}
+    with service_stack(pg_server_url, tmp_path, runner=False, **env) as stack:
+        # Two uploads that never finish their body hold the API at its limit.
+        stalled = [RawClient.to(stack.base) for _ in range(2)]
+        try:
+            for client in stalled:
+                headers = {
+                    "Authorization": f"Bearer {API_KEY}",
+                    "Content-Type": "multipart/form-data; boundary=b",
+                    "Content-Length": "5000",
+                }
+                client.send(request_head("POST", "/v1/documents", headers) + b"--b\r\n")
+            deadline = time.monotonic() + 10
+            while stack.get("/v1/tasks").status_code != 503 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert stack.get("/v1/tasks").status_code == 503
+            at_limit = metrics(stack)  # asserts 200 itself
+            head = httpx.head(f"{stack.base}/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"})
+        finally:
+            for client in stalled:
+                client.close()
+        refused = {"method": "GET", "route": "over_limit", "status": "503"}
+        assert at_limit.value("wcu_http_requests_total", **refused) >= 2
+        # "unmatched" is for paths no route matches, not for requests refused before routing.
+        assert at_limit.get("wcu_http_requests_total", method="GET", route="unmatched", status="503") == 0
+        assert at_limit.value("wcu_http_requests_in_flight") >= 3  # the two uploads and the scrape
+        assert (head.status_code, head.content) == (200, b"")
+        assert head.headers["content-type"].startswith("text/plain")
+        assert httpx.head(f"{stack.base}/metrics").status_code == 401
+
+        # What the app serves is counted by its route, whatever kind of route serves it.
+        assert stack.get("/openapi.json", key=None).status_code == 200
+        assert stack.get("/docs", key=None).status_code == 200
+        assert stack.get("/docs/assets/swagger-ui.css", key=None).status_code == 200
+        assert stack.get("/docs/assets/no-such.css", key=None).status_code == 404
+        assert stack.get(f"/no/such/{uuid.uuid4()}", key=None).status_code == 404
+        # No model configured: an agent run is unavailable, not a failure of the model provider.
+        body = {"message": "hello", "user_id": "ada"}
+        assert (
+            httpx.post(f"{stack.base}/v1/agents/assistant/runs", json=body, headers=stack.auth).status_code
+            == 503
+        )
+        routed = metrics(stack)
+        for route, status in (
+            ("/openapi.json", "200"),
+            ("/docs", "200"),
+            ("/docs/assets/{path}", "200"),
+            ("/docs/assets/{path}", "404"),
+            ("unmatched", "404"),
+        ):
+            assert routed.value("wcu_http_requests_total", method="GET", route=route, status=status) == 1, (
+                route
+            )
+        assert routed.get("wcu_http_requests_total", method="GET", route="unmatched", status="200") == 0
+        assert routed.value("wcu_agent_runs_total", outcome="unavailable") == 1
+        assert routed.value("wcu_agent_runs_total", outcome="failed") == 0
+
+
 MODEL = "python:tests.fake_model:make"
 
 
@@ -140,7 +203,8 @@ def test_agent_runs_are_counted_by_the_outcome_the_client_saw(pg_server_url: str
         (404, False, None, "rejected"),
         (422, False, None, "rejected"),
         (502, False, None, "failed"),
-        (503, False, None, "failed"),
+        (500, False, None, "failed"),
+        (503, False, None, "unavailable"),
     ],
 )
 def test_agent_run_outcome(status: int, streamed: bool, last_event: str | None, outcome: str) -> None:

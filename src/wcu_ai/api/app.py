@@ -182,7 +182,7 @@ def create_app(settings: Settings) -> FastAPI:
         handler.addFilter(RequestIdFilter())
     app.add_middleware(BodyTimeoutMiddleware, timeout=settings.api_body_timeout_seconds)
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.api_max_concurrent_requests)
-    # Outside the concurrency limit: the 503s it answers are counted too.
+    # Outside the concurrency limit: the 503s it answers are counted too, as route "over_limit".
     if settings.api_metrics_enabled:
         add_metrics(app, settings)
     app.add_middleware(RequestLogMiddleware)
@@ -317,7 +317,8 @@ def add_metrics(app: FastAPI, settings: Settings) -> None:
 
     # Not under require_api_key: its own key (or none: then only the network guards it), and the
     # API keys never open it. Not in the OpenAPI document: it is for Prometheus, not for clients.
-    @app.get("/metrics", include_in_schema=False)
+    # HEAD too: uptime checkers probe with it (uvicorn sends the headers without the body).
+    @app.api_route("/metrics", methods=["GET", "HEAD"], include_in_schema=False)
     async def serve_metrics(request: Request) -> Response:
         if not authorized(request.headers.get("authorization", ""), key):
             return JSONResponse(

@@ -10,6 +10,7 @@ import itertools
 import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -17,11 +18,17 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from psycopg_pool import AsyncConnectionPool
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wcu_ai.api.limits import REFUSED
 
 # The route whose responses are agent runs (api/routes/agents.py), counted by count_agent_run.
 AGENT_RUNS_ROUTE = "/v1/agents/{agent_id}/runs"
 UNMATCHED_ROUTE = "unmatched"
+# Requests answered 503 by the concurrency limit (api/limits.py) before any route was matched.
+OVER_LIMIT_ROUTE = "over_limit"
+AGENT_OUTCOMES = ("succeeded", "failed", "rejected", "unavailable", "incomplete")
 # Any other method is counted as "other": the method is the client's to choose, a label value is not.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # From a fast /health to an agent run streaming for a minute or two.
@@ -42,12 +49,13 @@ class ApiMetrics:
         self.registry.register(self.requests)
         self.agent_runs = Counter(
             "wcu_agent_runs",
-            "Agent runs by outcome: succeeded, failed (5xx or an SSE error event), rejected (4xx), "
-            "incomplete (a stream that ended without done or error)",
+            "Agent runs by outcome: succeeded, failed (5xx but 503, or an SSE error event), rejected "
+            "(4xx), unavailable (503: no model configured, no database), incomplete (a stream that "
+            "ended without done or error)",
             ["outcome"],
             registry=self.registry,
         )
-        for outcome in ("succeeded", "failed", "rejected", "incomplete"):
+        for outcome in AGENT_OUTCOMES:
             self.agent_runs.labels(outcome)
         self.pool = PoolStats()
         self.registry.register(self.pool)
@@ -162,7 +170,10 @@ class PoolStats(Collector):
 
 def agent_run_outcome(status: int, streamed: bool, last_event: str | None) -> str:
     """An agent run's outcome as the client saw it: the status class, and for a stream its last
-    event (`done` or `error`, README's agent events)."""
+    event (`done` or `error`, README's agent events). A 503 never reached the model (no model is
+    configured, the database is down): counted apart, so the model provider's failures stand out."""
+    if status == 503:
+        return "unavailable"
     if status >= 500:
         return "failed"
     if status >= 400:
@@ -189,6 +200,24 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Endpoint -> template of the app's routes that are not FastAPI's (/openapi.json, the docs'
+        # assets): those leave only their endpoint in the scope. Built at the first such request.
+        self._templates: dict[Any, str] | None = None
+
+    def route_of(self, scope: Scope) -> str:
+        """The template of the route that answered, `over_limit` for a request the concurrency limit
+        refused before any route was matched, `unmatched` when none matched."""
+        path = getattr(scope.get("route"), "path", None)
+        if path is not None:
+            return path
+        if REFUSED in scope:
+            return OVER_LIMIT_ROUTE
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return UNMATCHED_ROUTE
+        if self._templates is None:
+            self._templates = templates(scope["app"].router.routes)
+        return self._templates.get(endpoint, UNMATCHED_ROUTE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -222,10 +251,21 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_observed)
         finally:
             requests.in_flight -= 1
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
-            requests.observe(scope["method"], route, status, time.perf_counter() - started)
+            requests.observe(scope["method"], self.route_of(scope), status, time.perf_counter() - started)
             if agent_run:
                 count_agent_run(metrics, status, streamed, last_event)
+
+
+def templates(routes: list[Any]) -> dict[Any, str]:
+    """Endpoint -> template for Starlette's own routes (FastAPI's put themselves in the scope): a
+    route's path, a mount's path with its `{path}` (one series for all the docs' assets)."""
+    found: dict[Any, str] = {}
+    for route in routes:
+        if isinstance(route, Mount):
+            found.setdefault(route.app, route.path_format)
+        elif getattr(route, "endpoint", None) is not None and isinstance(getattr(route, "path", None), str):
+            found.setdefault(route.endpoint, route.path)
+    return found
 
 
 def count_agent_run(metrics: ApiMetrics, status: int, streamed: bool, last_event: str | None) -> None:

@@ -3,8 +3,8 @@ and the queue as the database sees it. Served by task_runner/metrics_listener.py
 
 Counting is a few increments at the points where the worker already logs an outcome: no await,
 no database round trip per task. Task types are label values only when this runner registers
-them; any other (the API enqueues whatever type it is given) counts as "unknown", so a client
-cannot grow the number of series.
+them; any other (`wcu-ai enqueue` and a direct INSERT take any type) counts as "unknown", so a
+made-up type never grows the number of series.
 """
 
 from __future__ import annotations
