@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         "healthcheck", help="probe the API in this container (exit 0 when healthy): for ECS/Docker checks"
     )
     health.add_argument("--ready", action="store_true", help="probe /health/ready instead of /health")
+    health.add_argument(
+        "--runner", action="store_true", help="probe the runner's listener (WCU_RUNNER_METRICS_PORT) instead"
+    )
 
     migrate = sub.add_parser("migrate", help="database migrations")
     msub = migrate.add_subparsers(dest="migrate_command", required=True)
@@ -123,7 +126,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "healthcheck":
         from wcu_ai.api.healthcheck import check_health
 
-        healthy, seen = check_health(settings, ready=args.ready)
+        healthy, seen = check_health(settings, ready=args.ready, runner=args.runner)
         print(seen, file=sys.stdout if healthy else sys.stderr)
         return 0 if healthy else 1
     if args.command == "migrate":

@@ -14,6 +14,7 @@ import yaml
 from wcu_ai.api.app import create_app
 from wcu_ai.api.main import GRACEFUL_SHUTDOWN_SECONDS
 from wcu_ai.settings import Settings
+from wcu_ai.task_runner.metrics_listener import LIVE_PATH, READY_PATH
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "kubernetes"
@@ -181,7 +182,12 @@ def test_metrics_ports_and_scrape_annotations_agree_with_the_settings() -> None:
     runner = resources["Deployment", "wcu-ai-runner"]
     [metrics] = container(runner)["ports"]
     assert (metrics["name"], metrics["containerPort"]) == ("metrics", runner_port)
-    assert container(runner)["readinessProbe"]["tcpSocket"]["port"] == "metrics"
+    # The runner's probes are its listener's paths, without the key; readiness is what the rolling
+    # update waits for, so no minReadySeconds guess stands in for it.
+    probes = container(runner)
+    assert probes["readinessProbe"]["httpGet"] == {"path": READY_PATH, "port": "metrics"}
+    assert probes["livenessProbe"]["httpGet"] == {"path": LIVE_PATH, "port": "metrics"}
+    assert "minReadySeconds" not in runner["spec"]
     annotations = runner["spec"]["template"]["metadata"]["annotations"]
     assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (
         str(runner_port),
