@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -50,7 +51,7 @@ def build_registry(
     resources.callback(parser.close)
     registry.register(METRICS_TASK, calculate_agent_metrics)
     registry.register(PRUNE_TASK, prune_tasks)
-    registry.register(SWEEP_TASK, sweep_stuck_documents)
+    registry.register(SWEEP_TASK, functools.partial(sweep_stuck_documents, metrics=metrics))
     return registry, resources
 
 

@@ -57,7 +57,19 @@ _OUTCOMES = {
 }
 OUTCOMES = (*_OUTCOMES.values(), "lost", "unrecorded")
 DOCUMENT_KINDS = ("pdf", "docx", "other")
-FAILURE_REASONS = ("limit", "timeout", "encrypted", "unreadable", "tool_missing", "tool", "error")
+# "expired" and "cancelled" are the sweep's (documents/sweep.py): the parse ended without failing the
+# document itself, because its runner died on the last attempt (an OOM kill) or it was cancelled.
+FAILURE_REASONS = (
+    "limit",
+    "timeout",
+    "encrypted",
+    "unreadable",
+    "tool_missing",
+    "tool",
+    "error",
+    "expired",
+    "cancelled",
+)
 RESTART_REASONS = ("timeout", "died", "exited", "recycled", "error")
 # From a no-op (milliseconds) to WCU_TASK_TIMEOUT_SECONDS' default (900 s).
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
@@ -199,6 +211,12 @@ class RunnerMetrics:
 
     def document_failed(self, kind: str, exc: BaseException) -> None:
         self.documents_failed.labels(kind if kind in DOCUMENT_KINDS else "other", failure_reason(exc)).inc()
+
+    def document_swept(self, kind: str, reason: str) -> None:
+        """A document the stuck-document sweep marked failed; `reason` is one of FAILURE_REASONS."""
+        self.documents_failed.labels(
+            kind if kind in DOCUMENT_KINDS else "other", reason if reason in FAILURE_REASONS else "error"
+        ).inc()
 
     def libreoffice_restarted(self, reason: str) -> None:
         self.libreoffice_restarts.labels(reason).inc()
