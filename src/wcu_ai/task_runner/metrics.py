@@ -55,7 +55,7 @@ _OUTCOMES = {
     "task.failed": "failed",
     "task.released": "released",
 }
-OUTCOMES = (*_OUTCOMES.values(), "lost", "unrecorded")
+OUTCOMES = (*_OUTCOMES.values(), "lost", "cancelled", "unrecorded")
 DOCUMENT_KINDS = ("pdf", "docx", "other")
 # "expired" and "cancelled" are the sweep's (documents/sweep.py): the parse ended without failing the
 # document itself, because its runner died on the last attempt (an OOM kill) or it was cancelled.
@@ -112,7 +112,7 @@ class RunnerMetrics:
             "wcu_runner_task_outcomes",
             "Task attempts ended, by task type and outcome: succeeded, failed, retried (failed, "
             "queued again), released (handed back at shutdown), lost (another runner held the task "
-            "by then), unrecorded (the database did not take the outcome; the lease will expire)",
+            "by then), cancelled (stopped by an operator's cancel), unrecorded (the database did not take the outcome; the lease will expire)",
             ["task_type", "outcome"],
             registry=r,
         )
@@ -138,7 +138,7 @@ class RunnerMetrics:
         )
         self.leases_lost = Counter(
             "wcu_runner_leases_lost",
-            "Running tasks abandoned because the heartbeat found their lease taken",
+            "Running tasks abandoned because the heartbeat found their lease taken by another runner",
             registry=r,
         )
         self.documents_parsed = Counter(
