@@ -119,6 +119,13 @@ SELECT now() - make_interval(secs => %(older_than)s) AS cutoff;
 SELECT count(*) AS n FROM ai_server_tasks
 WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < %(cutoff)s;
 
+-- name: any_prunable
+-- One index probe (ai_server_tasks_finished_idx): whether a bounded prune left any behind.
+SELECT EXISTS (
+    SELECT 1 FROM ai_server_tasks
+    WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < %(cutoff)s
+) AS any;
+
 -- name: prune_batch
 -- The oldest finished tasks, at most `limit`, through ai_server_tasks_finished_idx (its predicate
 -- is repeated exactly, so the planner can use it). SKIP LOCKED: a batch never waits on a row

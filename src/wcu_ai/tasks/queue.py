@@ -161,6 +161,11 @@ async def count_prunable(conn: AsyncConnection[Any], cutoff: datetime) -> int:
     return int(row["n"])
 
 
+async def any_prunable(conn: AsyncConnection[Any], cutoff: datetime) -> bool:
+    row = await (await conn.execute(Q["any_prunable"], {"cutoff": cutoff})).fetchone()
+    return bool(row and row["any"])
+
+
 async def prune_batch(conn: AsyncConnection[Any], cutoff: datetime, limit: int) -> int:
     """Deletes at most `limit` of the tasks finished before `cutoff`, oldest first; returns how many."""
     return (await conn.execute(Q["prune_batch"], {"cutoff": cutoff, "limit": limit})).rowcount
