@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     task_retention_days: int = Field(default=30, ge=0, le=36500)
 
     upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    # Upload bytes one API process may hold in scratch files at once (api/scratch.py ScratchBudget).
+    api_max_scratch_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     doc_max_pages: int = Field(default=2000, ge=1)
     doc_timeout_seconds: float = Field(default=300.0, gt=0)
     docx_max_uncompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1)

@@ -29,7 +29,7 @@ from wcu_ai.api.drain import Drain
 from wcu_ai.api.limits import BodyTimeoutMiddleware, ConcurrencyLimitMiddleware
 from wcu_ai.api.metrics import ApiMetrics, MetricsMiddleware
 from wcu_ai.api.routes import agents, documents, health, search, tasks
-from wcu_ai.api.scratch import upload_scratch
+from wcu_ai.api.scratch import ScratchBudget, upload_scratch
 from wcu_ai.database import open_pool
 from wcu_ai.documents.handlers import work_dir
 from wcu_ai.embeddings import build_embedder
@@ -60,6 +60,7 @@ class AppState(TypedDict):
     embedder: Embedder | None
     agents: AgentsLoading | None
     upload_dir: Path
+    scratch_budget: ScratchBudget
 
 
 class RequestIdFilter(logging.Filter):
@@ -155,6 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
                     "embedder": embedder,
                     "agents": catalog,
                     "upload_dir": upload_dir,
+                    "scratch_budget": ScratchBudget(settings.api_max_scratch_bytes),
                 }
         logger.info("api stopped; database pool closed", extra={"action": "api.stopped"})
 

@@ -64,6 +64,11 @@ def serve(settings: Settings) -> int:
     settings.require_database_url()
     if not settings.api_keys:
         raise ConfigError("WCU_API_KEYS: set at least one API key (comma-separated, 16+ characters each)")
+    if settings.api_max_scratch_bytes < settings.upload_max_bytes:
+        raise ConfigError(
+            f"WCU_API_MAX_SCRATCH_BYTES ({settings.api_max_scratch_bytes}) is below WCU_UPLOAD_MAX_BYTES "
+            f"({settings.upload_max_bytes}): an upload at the limit could never be received; raise it"
+        )
     app = create_app(settings)
     config = uvicorn.Config(
         app,
