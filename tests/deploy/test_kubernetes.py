@@ -263,3 +263,11 @@ def test_scratch_volumes_hold_what_the_processes_may_write_before_an_eviction() 
             per_slot = configured("upload_max_bytes") + configured("doc_max_pdf_bytes") + PROFILE_ALLOWANCE
             assert configured("runner_concurrency") * per_slot <= sizes["tmp"], (per_slot, sizes["tmp"])
             assert request >= configured("runner_concurrency") * per_slot
+
+
+def test_the_image_tags_are_no_moving_tag() -> None:
+    """The push tags images by git revision; a base pinned to `latest` would run whatever it points at."""
+    kustomization = documents(BASE / "kustomization.yaml")[0]
+    tags = {image["name"]: image["newTag"] for image in kustomization["images"]}
+    assert tags.keys() == {"wcu-ai-api", "wcu-ai-task-runner"}
+    assert not {"latest", "main"} & set(tags.values()), tags
