@@ -178,6 +178,35 @@ def test_a_cancelled_running_task_is_abandoned_at_the_next_lease_renewal(
     assert runner.wait() == 0
 
 
+def test_a_lease_another_runner_took_is_still_a_lost_lease_not_a_cancel(
+    start: Start, db_url: str, migrated_env: dict[str, str]
+) -> None:
+    port = free_port()
+    runner = start(
+        "runner",
+        WCU_TASK_LEASE_SECONDS="3",
+        WCU_RUNNER_CONCURRENCY="1",
+        WCU_RUNNER_GRACE_SECONDS="0",
+        WCU_RUNNER_METRICS_HOST="127.0.0.1",
+        WCU_RUNNER_METRICS_PORT=str(port),
+    )
+    runner.wait_for("runner.leader")
+    running = insert_task(db_url, "sleep", {"seconds": 600})
+    wait_task(db_url, running, "running")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE ai_server_tasks SET locked_by = 'another-runner' WHERE id = %s", (running,))
+    lost = runner.wait_for("task.lease_lost", task_id=running)
+    assert lost["level"] == "error", lost
+    wait_task(db_url, insert_task(db_url, "noop"), "succeeded")
+    assert "task.cancelled" not in [e["action"] for e in runner.events() if e.get("task_id") == running]
+    seen = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert seen.value("wcu_runner_leases_lost_total") == 1
+    assert seen.value("wcu_runner_task_outcomes_total", task_type="sleep", outcome="lost") == 1
+    assert seen.value("wcu_runner_task_outcomes_total", task_type="sleep", outcome="cancelled") == 0
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0
+
+
 def wait_lease_ended(db_url: str, task_id: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         for _ in range(200):
