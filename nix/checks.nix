@@ -26,6 +26,20 @@ let
 
   fixtures = import ./fixtures.nix { inherit pkgs; };
 
+  # The VM test's database image (check-only) and its entrypoint script.
+  pgvector = import ./pgvector-image.nix { inherit pkgs lib; };
+
+  # Every writeShellApplication of the flake. Building one runs `bash -n` on it; shellcheck
+  # runs in its build in older nixpkgs and is its passthru.tests.shellcheck in newer ones
+  # (pkgs/build-support/trivial-builders/default.nix), which no check builds unless named:
+  # both are built here. .ci/nix-check fails if the offline evaluation did not lint one of
+  # the writeShellApplication scripts in nix/ (it reaches them through this check).
+  shellScripts = [
+    push.pushScript
+    push.manifestScript
+    pgvector.entrypoint
+  ];
+
   # Every .nix file of the repository, for the formatting check.
   nixFiles = lib.fileset.toSource {
     root = ../.;
@@ -83,13 +97,14 @@ in
     dontBuild = true;
     doCheck = true;
 
+    # The runner image's document tools (soffice, poppler, tesseract, prlimit): with CI=true
+    # a test fails when the code's tools are not on PATH.
     nativeCheckInputs = [
       py.devVenv
       postgresql
       pkgs.postgresqlTestHook
-      images.office
-      images.popplerUtils
-    ];
+    ]
+    ++ images.runnerTools;
 
     # postgresqlTestHook: a server in the build sandbox (unix socket under $NIX_BUILD_TOP,
     # no TCP; PGUSER=test_user, PGDATABASE=test_db). tests/conftest.py creates a fresh
@@ -180,7 +195,7 @@ in
   runner-tools = mkCheck "check-runner-tools" [ ] ''
     export HOME=$TMPDIR
     export FONTCONFIG_FILE=${images.fontsConf}
-    for tool in soffice pdftotext pdfinfo pdftoppm tesseract prlimit; do
+    for tool in ${lib.escapeShellArgs images.runnerToolNames}; do
       PATH=${images.runnerPath} command -v "$tool" || { echo "runner image: $tool is not on PATH" >&2; exit 1; }
     done
     # The image's PATH first; the sandbox's own tools (grep, tee, touch) after it.
@@ -194,13 +209,32 @@ in
   '';
 
   # The push apps find every tool they run on their own PATH (they do not inherit the
-  # caller's): cosign is looked up by name in nix/push.nix, so this fails a real build
-  # that lacks it.
+  # caller's). Their build already fails without one (push.toolsChecked); this runs them.
   push-tools = mkCheck "check-push-tools" [ ] ''
     ${lib.getExe push.pushScript} --check-tools
     ${lib.getExe push.manifestScript} --check-tools
     touch $out
   '';
 
-  vm = import ./vm-test.nix { inherit pkgs lib images; };
+  shell-scripts = pkgs.linkFarm "wcu-ai-shell-scripts" (
+    map (script: {
+      inherit (script) name;
+      path = script;
+    }) shellScripts
+    ++ lib.concatMap (
+      script:
+      lib.mapAttrsToList (test: path: {
+        name = "${script.name}-${test}";
+        inherit path;
+      }) (script.tests or { })
+    ) shellScripts
+  );
+
+  # Built on every runner, also those without KVM that skip the VM test.
+  pgvector-image = pgvector.image;
+
+  vm = import ./vm-test.nix {
+    inherit pkgs images fixtures;
+    pgvector-image = pgvector.image;
+  };
 }

@@ -5,8 +5,9 @@ usage: python3 image_sizes.py [--budgets FILE] [--nix] NAME=IMAGE.tar.gz ...
 For each docker-archive (the .tar.gz of dockerTools.buildLayeredImage): the compressed size of
 the tarball, the unpacked size (every file of every layer: what a container's filesystem holds),
 the number of store paths and the ten largest, and with --nix the closure size Nix reports for
-those store paths (`nix path-info --json`, sum of their NAR sizes; they must be in the local
-store, as they are right after the build). NAME is the key in the budgets file.
+those store paths (`nix path-info --json`, format 2 where Nix has `--json-format`; the sum of
+their NAR sizes; they must be in the local store, as they are right after the build). NAME is
+the key in the budgets file.
 """
 
 import argparse
@@ -45,19 +46,58 @@ def layer_sizes(image: Path) -> tuple[int, dict[str, int]]:
     return total, dict(per_path)
 
 
+class NixPathInfoError(Exception):
+    """`nix path-info` failed or does not know a store path of the image."""
+
+
+NIX_PATH_INFO = ["nix", "--extra-experimental-features", "nix-command", "path-info", "--json"]
+
+
+def path_info(paths: list[str]) -> object:
+    """`nix path-info --json` of these store paths, parsed.
+
+    Nix 2.33 deprecated `--json` without `--json-format` (NixOS/nix#14704; CI installs 2.35), so
+    format 2 is asked for; Nix before 2.33 has no such flag ("unrecognised flag") and is asked
+    again without it.
+    """
+    result = subprocess.run(
+        [*NIX_PATH_INFO, "--json-format", "2", *paths], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0 and "--json-format" in result.stderr:
+        result = subprocess.run([*NIX_PATH_INFO, *paths], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise NixPathInfoError(f"nix path-info failed: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def nar_sizes(info: object) -> dict[str, int | None]:
+    """The NAR size per store path base name in any of `nix path-info --json`'s shapes.
+
+    Format 2 (Nix 2.33+): {"version": 2, "storeDir": ..., "info": {BASE: {...} | null}};
+    Nix 2.19 to 2.32, and format 1: {"/nix/store/BASE": {...} | null};
+    before Nix 2.19: [{"path": "/nix/store/BASE", ...}]. null (or "valid": false) is a path
+    that is not in the store: None.
+    """
+    if isinstance(info, dict) and "info" in info and "version" in info:
+        entries = info["info"].items()
+    elif isinstance(info, dict):
+        entries = info.items()
+    else:
+        entries = ((entry["path"], entry) for entry in info)
+    sizes: dict[str, int | None] = {}
+    for path, entry in entries:
+        valid = isinstance(entry, dict) and entry.get("valid", True) and "narSize" in entry
+        sizes[Path(path).name] = entry["narSize"] if valid else None
+    return sizes
+
+
 def closure_nar_size(bases: list[str]) -> int:
     """Sum of the NAR sizes Nix records for these store paths (a closed set: the image's)."""
-    paths = [f"/nix/store/{base}" for base in bases]
-    out = subprocess.run(
-        ["nix", "--extra-experimental-features", "nix-command", "path-info", "--json", *paths],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    info = json.loads(out)
-    # A list of objects before Nix 2.19, an object keyed by store path since.
-    entries = info if isinstance(info, list) else list(info.values())
-    return sum(entry["narSize"] for entry in entries)
+    sizes = nar_sizes(path_info([f"/nix/store/{base}" for base in bases]))
+    missing = sorted(set(bases) - {base for base, size in sizes.items() if size is not None})
+    if missing:
+        raise NixPathInfoError(f"not in the local Nix store (build the image first): {', '.join(missing)}")
+    return sum(sizes[base] or 0 for base in bases)
 
 
 def mib(size: int) -> str:
@@ -105,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or name not in budgets.get("images", {}):
             sys.stderr.write(f"image-sizes: {item}: give NAME=IMAGE with NAME in {args.budgets}\n")
             return 2
-        overruns += report(name, Path(os.path.realpath(path)), budgets["images"][name], args.nix)
+        try:
+            overruns += report(name, Path(os.path.realpath(path)), budgets["images"][name], args.nix)
+        except NixPathInfoError as error:
+            sys.stderr.write(f"image-sizes: {name}: {error}\n")
+            return 2
     if overruns:
         sys.stderr.write("\n".join(overruns) + f"\n(budgets: {args.budgets}; see deployment.md)\n")
         return 1

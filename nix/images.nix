@@ -103,8 +103,9 @@ let
   # Courier New), Carlito (Calibri), Caladea (Cambria), DejaVu as the fallback.
   # carlito and caladea are looked up by name: they exist in nixpkgs
   # (pkgs/by-name/ca/carlito, pkgs/by-name/ca/caladea) but not in the offline stand-in
-  # used to evaluate this flake here; checks.<system>.runner-fonts fails a real build if
-  # either is missing from the fonts the runner image uses.
+  # used to evaluate this flake here; the runner image's build fails without them
+  # (requireTools below) and checks.<system>.runner-fonts fails if fontconfig does not find
+  # them through the fonts the runner image uses.
   officeFontNames = [
     "carlito"
     "caladea"
@@ -128,7 +129,8 @@ let
   # `lib` output is in LibreOffice's closure already, through glib's libmount).
   # tesseract5 and util-linuxMinimal are not in the offline stand-in nixpkgs (they are
   # pkgs/applications/graphics/tesseract and pkgs/top-level/all-packages.nix there):
-  # looked up by name, and checks.<system>.runner-tools fails a real build without them.
+  # looked up by name; the runner image's build fails without them (requireTools below)
+  # and checks.<system>.runner-tools runs them.
   ocrLanguages = [ "eng" ];
   ocr = lib.optional (pkgs ? tesseract5) (
     pkgs.tesseract5.override { enableLanguages = ocrLanguages; }
@@ -144,17 +146,47 @@ let
   office = pkgs.libreoffice-still.override { dbusVerify = false; };
   popplerUtils = pkgs.poppler-utils;
 
-  # soffice, pdftotext, pdfinfo, pdftoppm, tesseract and prlimit are looked up on PATH by
-  # the runner.
-  runnerPath = lib.makeBinPath (
-    [
-      app
-      office
-      popplerUtils
-    ]
-    ++ ocr
-    ++ prlimit
-  );
+  # The document tools the runner looks up on PATH, named in ./runner-tools.json
+  # (tests/nix/test_runner_tools.py fails when the code needs one the file lacks), and the
+  # packages that provide them: the runner image's PATH and the pytest check's, one list so
+  # the two cannot drift.
+  runnerToolNames = (lib.importJSON ./runner-tools.json).tools;
+  runnerTools = [
+    office
+    popplerUtils
+  ]
+  ++ ocr
+  ++ prlimit;
+  runnerPath = lib.makeBinPath ([ app ] ++ runnerTools);
+
+  # Attributes looked up with `pkgs ? name` above: a real nixpkgs without one must fail the
+  # image build (a runner without prlimit refuses every document), not drop it silently.
+  # The offline stand-in lacks them all; there the image is only evaluated, never built.
+  lookedUp = [
+    "tesseract5"
+    "util-linuxMinimal"
+  ]
+  ++ officeFontNames;
+  missingAttrs = lib.filter (name: !(pkgs ? ${name})) lookedUp;
+
+  # Part of the runner image's extraCommands (a bash build step of the customisation
+  # layer): the build fails on a missing attribute or on a tool its PATH does not have.
+  requireTools =
+    {
+      image,
+      path,
+      tools,
+    }:
+    lib.optionalString (missingAttrs != [ ]) ''
+      echo "${image}: this nixpkgs has no ${lib.concatStringsSep ", " missingAttrs}" >&2
+      exit 1
+    ''
+    + ''
+      for tool in ${lib.escapeShellArgs tools}; do
+        PATH=${path} command -v "$tool" >/dev/null ||
+          { echo "${image}: $tool is not on the image's PATH" >&2; exit 1; }
+      done
+    '';
 
   mkImage =
     {
@@ -164,6 +196,8 @@ let
       extraEnv ? [ ],
       extraConfig ? { },
       extraHomeDirs ? [ ],
+      # a bash build step that fails the build (requireTools)
+      buildTest ? "",
     }:
     pkgs.dockerTools.buildLayeredImage {
       inherit name layeringPipeline;
@@ -173,7 +207,8 @@ let
       # because the layer is tarred inside the build. Layered images have no /tmp.
       extraCommands = ''
         mkdir -m 1777 tmp
-      '';
+      ''
+      + buildTest;
       # fakeroot makes the chown stick in the layer: HOME belongs to uid 1000.
       fakeRootCommands = ''
         mkdir -p .${home} ${lib.concatMapStringsSep " " (d: ".${home}/${d}") extraHomeDirs}
@@ -212,6 +247,11 @@ let
       "PATH=${runnerPath}"
       "FONTCONFIG_FILE=${fontsConf}"
     ];
+    buildTest = requireTools {
+      image = "wcu-ai-task-runner";
+      path = runnerPath;
+      tools = [ "wcu-ai" ] ++ runnerToolNames;
+    };
     # LibreOffice writes its user profile under $HOME/.config/libreoffice.
     extraHomeDirs = [
       ".config"
@@ -227,6 +267,8 @@ in
     fontsConf
     office
     popplerUtils
+    runnerToolNames
+    runnerTools
     runnerPath
     uid
     home

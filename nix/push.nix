@@ -42,8 +42,10 @@ let
   );
 
   # cosign is not in the offline stand-in nixpkgs (it is pkgs/by-name/co/cosign there):
-  # looked up by name, and `--check-tools`, run by checks.<system>.push-tools, fails a
-  # real build when it is missing (the scripts do not inherit the caller's PATH).
+  # looked up by name. The scripts do not inherit the caller's PATH, so a tool missing from
+  # runtimeInputs would fail the first real push: toolsChecked fails the scripts' build
+  # instead (they refer to it), and `--check-tools` (checks.<system>.push-tools) checks
+  # their PATH when they run.
   cosign = lib.optional (pkgs ? cosign) pkgs.cosign;
   runtimeInputs = [
     pkgs.skopeo
@@ -53,6 +55,22 @@ let
     pkgs.gnugrep
   ]
   ++ cosign;
+  tools = [
+    "skopeo"
+    "aws"
+    "jq"
+    "sha256sum"
+    "stat"
+    "mktemp"
+    "grep"
+    "cosign"
+  ];
+  toolsChecked = pkgs.runCommand "wcu-ai-push-tools" { } ''
+    for tool in ${lib.escapeShellArgs tools}; do
+      PATH=${lib.makeBinPath runtimeInputs} command -v "$tool" ||
+        { echo "push apps: $tool is not in their runtime inputs" >&2; exit 1; }
+    done >"$out"
+  '';
 
   # Options, login, dry-run and the temporary auth file shared by both scripts.
   common = usage: ''
@@ -64,6 +82,7 @@ let
       --prefix PREFIX   repository name prefix, e.g. "prod/" (default: none)
       --sign            sign with cosign (keyless: needs an OIDC identity, e.g. GitHub Actions)
       --dry-run         print what would be done; no credentials needed, nothing is pushed
+                        (without --registry: a placeholder registry)
       --check-tools     check that every tool the push needs is on its PATH, then exit
     Repositories: wcu-ai-api, wcu-ai-task-runner.
     USAGE
@@ -86,10 +105,12 @@ let
       --sign) sign=1 ;;
       --dry-run) dry_run=1 ;;
       --check-tools)
-        for tool in skopeo aws jq sha256sum stat mktemp grep cosign; do
+        # ${toolsChecked} builds only when every tool is in the runtime inputs, and this
+        # script's build needs it; here the PATH of this run is checked.
+        for tool in ${lib.escapeShellArgs tools}; do
           command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
         done
-        echo "all tools found: skopeo aws jq coreutils grep cosign"
+        echo "all tools found: ${toString tools}"
         exit 0
         ;;
       -h | --help) usage; exit 0 ;;
@@ -97,7 +118,16 @@ let
       esac
       shift
     done
-    [[ -n $registry ]] || { echo "--registry (or ECR_REGISTRY) is required" >&2; exit 2; }
+    if [[ -z $registry ]]; then
+      if ((dry_run)); then
+        # A plan can be shown without an AWS account; nothing is pushed anyway.
+        registry=ACCOUNT.dkr.ecr.REGION.amazonaws.com
+        echo "dry run without --registry or ECR_REGISTRY: the plan shows the placeholder $registry"
+      else
+        echo "--registry (or ECR_REGISTRY) is required" >&2
+        exit 2
+      fi
+    fi
     if [[ -z $region ]]; then
       region=$(cut -d. -f4 <<<"$registry") # ACCOUNT.dkr.ecr.REGION.amazonaws.com
     fi
@@ -142,11 +172,13 @@ let
         exit 2
       fi
 
-      while read -r repo image sbom; do
+      # The list arrives on fd 3, and the tools get /dev/null: a tool reading its stdin
+      # (a prompt, a retry) must not swallow the images still to push.
+      while read -r -u 3 repo image sbom; do
         ref="$registry/$prefix$repo:$rev-${arch}"
         digestfile="$workdir/$repo.digest"
         run skopeo --policy ${policy} copy --retry-times 3 --authfile "$auth" \
-          --digestfile "$digestfile" "docker-archive:$image" "docker://$ref"
+          --digestfile "$digestfile" "docker-archive:$image" "docker://$ref" </dev/null
         if ((dry_run)); then
           digest="<digest of $ref>"
         else
@@ -154,10 +186,10 @@ let
           echo "pushed $ref@$digest"
         fi
         if ((sign)); then
-          run cosign sign --yes "$registry/$prefix$repo@$digest"
-          run cosign attest --yes --type cyclonedx --predicate "$sbom" "$registry/$prefix$repo@$digest"
+          run cosign sign --yes "$registry/$prefix$repo@$digest" </dev/null
+          run cosign attest --yes --type cyclonedx --predicate "$sbom" "$registry/$prefix$repo@$digest" </dev/null
         fi
-      done <<'IMAGES'
+      done 3<<'IMAGES'
       wcu-ai-api ${images.api-image} ${sboms.api-image}
       wcu-ai-task-runner ${images.runner-image} ${sboms.runner-image}
       IMAGES
@@ -244,8 +276,9 @@ let
   };
 in
 {
-  # The scripts are exposed for .ci/nix-check, which runs them against stub tools.
-  inherit pushScript manifestScript;
+  # The scripts and their tool check are exposed for .ci/nix-check, which runs them against
+  # stub tools.
+  inherit pushScript manifestScript toolsChecked;
   push = app pushScript "Push this system's two images to ECR as <rev>-${arch}, signed, with SBOMs";
   push-manifest = app manifestScript "Join the per-architecture images into one manifest list per tag";
 }

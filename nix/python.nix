@@ -26,13 +26,23 @@ let
     fileset = buildFiles;
   };
 
-  # Sources of the test run: the above plus tests/ (maybeMissing: a checkout without
-  # tests/ still evaluates).
+  # Sources of the test run: the above, tests/ (maybeMissing: a checkout without tests/
+  # still evaluates) and the files tests read from the repository: the Nix helper scripts
+  # and data tests/nix reads, the Kubernetes manifests and images.nix (tests/deploy), the
+  # workflow (tests/github). Only these, so other edits to nix/ do not rerun the tests;
+  # .ci/nix-check runs the tests that read repository files from this very source.
   testSrc = lib.fileset.toSource {
     root = ../.;
     fileset = lib.fileset.unions [
       buildFiles
       (lib.fileset.maybeMissing ../tests)
+      ../nix/sbom.py
+      ../nix/image_sizes.py
+      ../nix/image-budgets.json
+      ../nix/images.nix
+      ../nix/runner-tools.json
+      ../deploy
+      ../.github/workflows/ci.yml
     ];
   };
 

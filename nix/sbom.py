@@ -22,6 +22,10 @@ import urllib.parse
 from pathlib import Path, PurePosixPath
 
 STORE_PREFIX = "nix/store/"
+# A store path's hash: 32 characters of Nix's base-32 alphabet (no e, o, t, u).
+_HASH = "[0-9a-df-np-sv-z]{32}"
+STORE_HASH = re.compile(f"^{_HASH}-")
+STORE_PATH_HASH = re.compile(f"/nix/store/{_HASH}-")
 SPEC_VERSION = "1.6"
 
 
@@ -120,19 +124,32 @@ def python_components(environment: dict, artifacts: list[dict], lock: dict) -> l
 
 
 def store_components(paths: list[str]) -> list[dict]:
+    """One component per store path, named without its hash: a hash in the output would make
+    Nix record the path as a reference of the SBOM, and the push app's closure (what CI copies
+    between jobs) would carry every image's whole closure with it."""
     components = []
+    counts: dict[str, int] = {}
     for base in paths:
         name, version = split_store_name(base)
+        unhashed = base.split("-", 1)[1] if STORE_HASH.match(base) else base
+        counts[unhashed] = counts.get(unhashed, 0) + 1
+        ref = f"nix-store:{unhashed}" + (f"#{counts[unhashed]}" if counts[unhashed] > 1 else "")
         component = {
             "type": "library",
-            "bom-ref": f"/nix/store/{base}",
+            "bom-ref": ref,
             "name": name,
-            "properties": [{"name": "nix:store-path", "value": f"/nix/store/{base}"}],
+            "properties": [{"name": "nix:store-name", "value": unhashed}],
         }
         if version:
             component["version"] = version
         components.append(component)
     return components
+
+
+def without_store_hashes(text: str) -> str:
+    """`text` with every /nix/store/<hash>- shortened to /nix/store/ (the venv's own path in
+    cyclonedx-py's report, for one): see store_components for why."""
+    return STORE_PATH_HASH.sub("/nix/store/", text)
 
 
 def compose(environment: dict, artifacts: list[dict], lock: dict, paths: list[str], name: str, version: str):
@@ -186,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     except SbomError as error:
         sys.stderr.write(f"sbom: {error}\n")
         return 1
-    args.output.write_text(json.dumps(bom, indent=1, sort_keys=True) + "\n")
-    store = sum(1 for c in bom["components"] if c["bom-ref"].startswith("/nix/store/"))
+    args.output.write_text(without_store_hashes(json.dumps(bom, indent=1, sort_keys=True)) + "\n")
+    store = sum(1 for c in bom["components"] if c["bom-ref"].startswith("nix-store:"))
     python = len(bom["components"]) - store
     sys.stdout.write(f"sbom: {args.output}: {python} Python distributions, {store} store paths\n")
     return 0

@@ -7,14 +7,13 @@
 # The test script itself is ./vm-test.py; the values it needs are prepended here.
 {
   pkgs,
-  lib,
   images,
+  # ./pgvector-image.nix's image and ./fixtures.nix, shared with the other checks
+  pgvector-image,
+  fixtures,
 }:
 let
   inherit (images) api-image runner-image;
-  pgvector-image = import ./pgvector-image.nix { inherit pkgs lib; };
-
-  fixtures = import ./fixtures.nix { inherit pkgs; };
 
   ref = image: "${image.imageName}:${image.imageTag}";
   params = ''

@@ -134,3 +134,19 @@ class DocumentLimitError(DocumentError):
 
 class DocumentTimeoutError(DocumentError):
     """Parsing the document took longer than the time allowed per document."""
+
+
+class AgentRunError(WcuError):
+    """The agent could not answer (its model or its storage failed); retry later."""
+
+
+class SessionBusyError(WcuError):
+    """Another run of this session is still going: send the message again once it has answered."""
+
+    def __init__(self, message: str | None = None, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class SessionNotFoundError(WcuError):
+    """No such session of this agent and user."""

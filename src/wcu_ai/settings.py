@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # within the other; an idle keep-alive connection is closed after the third.
     api_header_timeout_seconds: float = Field(default=10.0, gt=0)
     api_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # All of a body's waits together: a 50 MiB upload at 100 KiB/s takes 512 s.
+    api_body_max_seconds: float = Field(default=600.0, gt=0)
     api_keepalive_seconds: int = Field(default=5, ge=1)
     # Requests served at once by one API process (/health* not counted); more are answered 503.
     api_max_concurrent_requests: int = Field(default=200, ge=1)
@@ -73,9 +75,38 @@ class Settings(BaseSettings):
     # Upload bytes one API process may hold in scratch files at once (api/scratch.py ScratchBudget).
     api_max_scratch_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     doc_max_pages: int = Field(default=2000, ge=1)
-    doc_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Per document, conversion and text together: see deployment.md (Reliability) for the measurements.
+    doc_timeout_seconds: float = Field(default=120.0, gt=0)
     docx_max_uncompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    # Any one file inside a DOCX, uncompressed; XML deeper than the depth is refused unread.
+    docx_max_part_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    docx_max_xml_depth: int = Field(default=128, ge=16, le=100_000)
+    # Address space of each soffice process; "auto" runs it in a network namespace of its own
+    # where the kernel allows one, "required" fails DOCX tasks where it cannot.
+    office_memory_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=256 * 1024 * 1024)
+    office_private_network: Literal["auto", "required", "off"] = "auto"
     doc_max_pdf_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    # What one document may produce. 10M characters is 2,000 pages (WCU_DOC_MAX_PAGES) of ~5,000,
+    # a dense page; 100,000 on one page is ten times that; 20,000 chunks is what 10M characters
+    # give at the chunker's shortest cut (half a chunk), so only abnormal splits reach it.
+    doc_max_text_chars: int = Field(default=10_000_000, ge=1)
+    doc_max_page_chars: int = Field(default=100_000, ge=1)
+    doc_max_chunks: int = Field(default=20_000, ge=1)
+    # Kernel limits on every poppler process (pdftotext, pdfinfo, pdftoppm). pdftotext needs ~30 MiB
+    # of address space for an ordinary PDF; a hostile 35 KB page drove it to 712 MiB.
+    poppler_max_memory_bytes: int = Field(default=512 * 1024 * 1024, ge=64 * 1024 * 1024)
+    poppler_max_cpu_seconds: int = Field(default=60, ge=1)
+    # OCR of pages without a text layer: pdftoppm renders, Tesseract reads (1-2 s of CPU per page).
+    ocr_enabled: bool = True
+    ocr_languages: str = Field(default="eng", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
+    ocr_max_pages: int = Field(default=50, ge=1)
+    ocr_dpi: int = Field(default=300, ge=72, le=600)
+    # Tesseract with eng needs ~200 MiB of address space on a letter page at 300 DPI.
+    ocr_max_memory_bytes: int = Field(default=1024 * 1024 * 1024, ge=256 * 1024 * 1024)
+    ocr_max_cpu_seconds: int = Field(default=60, ge=1)
+    # The most characters of page text one GET /v1/documents/{id}/text answers with (the JSON body
+    # is at most a few times this: each page's text and the joined text, escaped).
+    text_response_max_chars: int = Field(default=1_000_000, ge=1000)
     work_dir: Path | None = None
     embedder: str | None = None
     embedder_dimensions: int | None = Field(default=None, ge=1, le=16000)
@@ -83,6 +114,12 @@ class Settings(BaseSettings):
     agent_history_runs: int = Field(default=5, ge=0, le=100)
     agent_search_limit: int = Field(default=5, ge=1, le=50)
     agent_metrics_delay_seconds: float = Field(default=60.0, ge=0)
+    # One run at a time per session: a second one waits this long for the first, then is answered 409.
+    agent_session_wait_seconds: float = Field(default=10.0, ge=0, le=600)
+    # A run's hold on its session, renewed every third of it; an API that died frees it after this.
+    agent_session_lease_seconds: float = Field(default=30.0, ge=3, le=3600)
+    # Server-sent events: a comment this often while the model is silent (load balancers cut idle streams).
+    agent_stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
 
     log_level: str = "INFO"
     log_format: str = "json"

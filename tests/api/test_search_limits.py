@@ -48,6 +48,14 @@ def test_a_query_of_too_many_words_is_422_naming_the_limit(stack: ServiceStack) 
     assert at_limit.status_code == 200, at_limit.text
 
 
+@pytest.mark.parametrize("separator", ["_", "-", " "])
+def test_words_joined_by_underscores_or_hyphens_count_one_by_one(stack: ServiceStack, separator: str) -> None:
+    # PostgreSQL makes a lexeme of each part: "w0_w1_…" once passed as one word and cost 25.
+    response = stack.get("/v1/search", q=separator.join(f"w{i}" for i in range(25)))
+    assert response.status_code == 422, response.text
+    assert "WCU_SEARCH_MAX_TERMS" in response.json()["detail"][0]["msg"]
+
+
 def test_a_query_too_long_is_422_naming_the_limit(stack: ServiceStack) -> None:
     response = stack.get("/v1/search", q="a" * 501)
     assert response.status_code == 422, response.text

@@ -26,6 +26,7 @@ from tests.factories import make_pdf
 UPLOAD_LIMIT = 4 * 1024 * 1024
 BOUNDARY = "wcu-test-boundary"
 BODY_TIMEOUT = 1.0
+BODY_MAX = 4.0
 # One upload at the limit and half of another: what this API may hold on its scratch disk at once.
 SCRATCH_BUDGET = UPLOAD_LIMIT + UPLOAD_LIMIT // 2
 
@@ -36,9 +37,22 @@ def stack(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     env = {
         "WCU_UPLOAD_MAX_BYTES": str(UPLOAD_LIMIT),
         "WCU_API_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
-        "WCU_API_MAX_SCRATCH_BYTES": str(SCRATCH_BUDGET),
+        "WCU_API_BODY_MAX_SECONDS": str(BODY_MAX),
     }
     with service_stack(pg_server_url, tmp_path_factory.mktemp("upload"), runner=False, **env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def budget_stack(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    """The same with a scratch budget, and a body time long enough to hold an upload open."""
+    env = {
+        "WCU_UPLOAD_MAX_BYTES": str(UPLOAD_LIMIT),
+        "WCU_API_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+        "WCU_API_BODY_MAX_SECONDS": "300",
+        "WCU_API_MAX_SCRATCH_BYTES": str(SCRATCH_BUDGET),
+    }
+    with service_stack(pg_server_url, tmp_path_factory.mktemp("budget"), runner=False, **env) as running:
         yield running
 
 
@@ -219,6 +233,29 @@ def test_a_client_that_stalls_mid_body_gets_408_and_nothing_is_stored(
     assert stored(stack.db_url) == before
 
 
+def test_a_client_that_trickles_within_each_wait_gets_408_at_the_total_and_nothing_is_stored(
+    stack: ServiceStack, pdf_bytes: bytes
+) -> None:
+    before = stored(stack.db_url)
+    body = file_part_head() + pdf_bytes + closing()
+    client = RawClient.to(stack.base)
+    try:
+        client.send(upload_head(len(body)) + body[:100])
+        # A piece every half of BODY_TIMEOUT: no single wait times out; their sum must.
+        for i in range(40):
+            time.sleep(BODY_TIMEOUT / 2)
+            if not client.send(body[100 + i : 101 + i]):
+                break  # the API answered and closed
+        response = client.response(timeout=BODY_MAX + 15)
+        assert response is not None and response.status == 408, response
+        assert "WCU_API_BODY_MAX_SECONDS" in response.json()["detail"]
+        assert response.closed
+    finally:
+        client.close()
+    assert wait_until(lambda: scratch_files(stack) == [])
+    assert stored(stack.db_url) == before
+
+
 @contextlib.contextmanager
 def soft_limit(pid: int, which: int, soft: int) -> Iterator[None]:
     """Lowers a soft resource limit of another process (prlimit(2)) for the block, then restores it."""
@@ -303,16 +340,18 @@ class TrickledUpload:
 
 
 def test_uploads_past_the_scratch_budget_are_refused_507_before_the_disk_fills(
-    stack: ServiceStack, pdf_bytes: bytes
+    budget_stack: ServiceStack, pdf_bytes: bytes
 ) -> None:
     """On Kubernetes a full emptyDir evicts the pod instead of failing a write: the API must refuse
     by its own count (WCU_API_MAX_SCRATCH_BYTES) before the volume's sizeLimit is reached."""
-    before, log_at = stored(stack.db_url), len(stack.api.output())
-    held = TrickledUpload(stack, UPLOAD_LIMIT)  # reserves the limit by its Content-Length
+    before, log_at = stored(budget_stack.db_url), len(budget_stack.api.output())
+    held = TrickledUpload(budget_stack, UPLOAD_LIMIT)  # reserves the limit by its Content-Length
     try:
-        assert wait_until(lambda: scratch_files(stack)), "the first upload never reached its scratch file"
+        assert wait_until(lambda: scratch_files(budget_stack)), (
+            "the first upload never reached its scratch file"
+        )
         # A declared size that does not fit next to it: refused at once, before its body is read.
-        refused = RawClient.to(stack.base)
+        refused = RawClient.to(budget_stack.base)
         try:
             refused.send(upload_head(UPLOAD_LIMIT // 2 + 64 * 1024))
             response = refused.response(timeout=BODY_TIMEOUT + 15)
@@ -329,17 +368,17 @@ def test_uploads_past_the_scratch_budget_are_refused_507_before_the_disk_fills(
                 yield b"y" * 64 * 1024
             yield closing()
 
-        streamed = post(stack, chunked())
+        streamed = post(budget_stack, chunked())
         assert streamed.status_code == 507, streamed.text
         assert "WCU_API_MAX_SCRATCH_BYTES" in streamed.json()["detail"]
         # What fits still goes through meanwhile.
-        assert post(stack, file_part_head() + pdf_bytes + closing()).status_code == 202
+        assert post(budget_stack, file_part_head() + pdf_bytes + closing()).status_code == 202
     finally:
         held.close()
     # The held upload gone, its reservation is released: a full-size upload fits again.
-    assert wait_until(lambda: scratch_files(stack) == [])
+    assert wait_until(lambda: scratch_files(budget_stack) == [])
     # Not a PDF, so refused by type (415) once received in full: past the scratch check.
     big = file_part_head() + b"z" * (UPLOAD_LIMIT - 1024) + closing()
-    assert post(stack, big).status_code == 415, "refused for scratch space it had back"
-    assert stored(stack.db_url)["parsed_documents"] == before["parsed_documents"] + 1
-    assert "Traceback" not in stack.api.output()[log_at:]
+    assert post(budget_stack, big).status_code == 415, "refused for scratch space it had back"
+    assert stored(budget_stack.db_url)["parsed_documents"] == before["parsed_documents"] + 1
+    assert "Traceback" not in budget_stack.api.output()[log_at:]

@@ -1,17 +1,20 @@
-"""parse_document's counts: documents parsed and failed by kind and reason, scraped from the real runner."""
+"""The runner's document parser: its counts (documents parsed and failed by kind and reason, scraped
+from the real runner) and the LibreOffice sandbox it reports at start."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.api.conftest import service_stack
-from tests.conftest import free_port
+from tests.conftest import Proc, free_port
 from tests.factories import make_docx, make_pdf
 from tests.scrape import scrape
 from wcu_ai.documents.handlers import DocumentParser, kind_label
+from wcu_ai.documents.office import probe_private_network
 from wcu_ai.settings import Settings
 from wcu_ai.task_runner.metrics import RunnerMetrics
 
@@ -70,3 +73,32 @@ def test_parsed_and_failed_documents_are_counted_by_kind_and_reason(
             for labels in after.labels_of("wcu_documents_failed_total")
         )
         assert failed == 2
+
+
+@pytest.mark.documents
+def test_the_runner_says_at_start_whether_libreoffice_gets_a_private_network(
+    start: Callable[..., Proc],
+) -> None:
+    runner = start("runner")
+    event = runner.wait_for("office.private_network", timeout=60)
+    probe = probe_private_network()
+    if probe.available:
+        assert (event["state"], event["level"]) == ("on", "info"), event
+    else:  # degraded, and visibly so
+        assert (event["state"], event["level"]) == ("unavailable", "warning"), event
+        assert event["reason"]
+
+
+@pytest.mark.documents
+def test_where_it_cannot_be_had_the_runner_warns_or_with_required_logs_an_error(
+    start: Callable[..., Proc], path_without_unshare: str
+) -> None:
+    auto = start("runner", PATH=path_without_unshare)
+    event = auto.wait_for("office.private_network", timeout=60)
+    assert (event["state"], event["level"]) == ("unavailable", "warning"), event
+    assert "unshare" in event["reason"]
+    auto.stop()
+    required = start("runner", PATH=path_without_unshare, WCU_OFFICE_PRIVATE_NETWORK="required")
+    event = required.wait_for("office.private_network", timeout=60)
+    assert (event["state"], event["level"]) == ("unavailable", "error"), event
+    assert "WCU_OFFICE_PRIVATE_NETWORK=required" in event["msg"]

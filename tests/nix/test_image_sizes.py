@@ -1,7 +1,10 @@
-"""nix/image_sizes.py on a docker-archive whose layers hold real store paths of this machine."""
+"""nix/image_sizes.py on docker-archives whose layers hold real store paths of this machine (and,
+for the JSON shapes of Nix 2.33+, which is not installed here, a stand-in `nix`)."""
 
+import importlib.util
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -106,3 +109,81 @@ def test_the_repository_budgets_cover_both_images():
     assert set(budgets) == {"wcu-ai-api", "wcu-ai-task-runner"}
     for budget in budgets.values():
         assert set(budget) == {"compressed_mib", "unpacked_mib", "closure_mib"}
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("image_sizes", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_nar_sizes_reads_each_shape_of_nix_path_info():
+    # As src/nix/path-info.cc and src/libstore/path-info.cc of Nix 2.35.1 print them; null is a
+    # path not in the store.
+    nar_sizes = load_script().nar_sizes
+    format_2 = {
+        "version": 2,
+        "storeDir": "/nix/store",
+        "info": {"aaa-big-1.0": {"narSize": 3000, "narHash": {"algorithm": "sha256"}}, "bbb-gone": None},
+    }
+    assert nar_sizes(format_2) == {"aaa-big-1.0": 3000, "bbb-gone": None}
+    format_1 = {
+        "/nix/store/aaa-big-1.0": {"narSize": 3000, "narHash": "sha256-x"},
+        "/nix/store/bbb-gone": None,
+    }
+    assert nar_sizes(format_1) == {"aaa-big-1.0": 3000, "bbb-gone": None}
+    before_2_19 = [
+        {"path": "/nix/store/aaa-big-1.0", "narSize": 3000},
+        {"path": "/nix/store/bbb-gone", "valid": False},
+    ]
+    assert nar_sizes(before_2_19) == {"aaa-big-1.0": 3000, "bbb-gone": None}
+
+
+FAKE_NIX = """#!{python}
+# Nix 2.33+ as far as `path-info --json` goes: --json-format 2 is understood, --json alone warns;
+# a path it does not have is null.
+import json, sys
+args = sys.argv[1:]
+with open({log!r}, "a") as log:
+    log.write(" ".join(args) + "\\n")
+sizes = {sizes!r}
+info = {{p[11:]: ({{"narSize": sizes[p[11:]]}} if p[11:] in sizes else None) for p in args if p.startswith("/nix/store/")}}
+if "--json-format" in args:
+    print(json.dumps({{"version": 2, "storeDir": "/nix/store", "info": info}}))
+else:
+    print("warning: '--json' without '--json-format' is deprecated", file=sys.stderr)
+    print(json.dumps({{"/nix/store/" + base: entry for base, entry in info.items()}}))
+"""
+
+
+def fake_nix(tmp_path, monkeypatch, sizes):
+    """A `nix` first on PATH that answers path-info like Nix 2.33+; returns its call log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "nix.log"
+    nix = bin_dir / "nix"
+    nix.write_text(FAKE_NIX.format(python=sys.executable, log=str(log), sizes=sizes))
+    nix.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return log
+
+
+def test_a_nix_that_has_json_format_is_asked_for_format_2(tmp_path, monkeypatch):
+    files = {"aaa-big-1.0": 3 * MIB, "bbb-small-2.0": MIB}
+    docker_archive(tmp_path / "image.tar.gz", files)
+    log = fake_nix(tmp_path, monkeypatch, files)
+    result = run(tmp_path, {"compressed_mib": 10, "unpacked_mib": 10, "closure_mib": 10}, "--nix")
+    assert result.returncode == 0, result.stderr
+    assert "closure (nix, NAR)  4.0 MiB" in result.stdout
+    [call] = log.read_text().splitlines()
+    assert "path-info --json --json-format 2 /nix/store/" in call
+    assert "deprecated" not in result.stderr
+
+
+def test_a_store_path_nix_does_not_have_is_a_clear_error(tmp_path, monkeypatch):
+    docker_archive(tmp_path / "image.tar.gz", {"aaa-big-1.0": MIB, "ccc-not-built-1.0": 10})
+    fake_nix(tmp_path, monkeypatch, {"aaa-big-1.0": MIB})
+    result = run(tmp_path, {"compressed_mib": 10}, "--nix")
+    assert result.returncode == 2
+    assert "not in the local Nix store (build the image first): ccc-not-built-1.0" in result.stderr

@@ -129,20 +129,33 @@ def test_every_distribution_carries_the_lock_hash_and_every_store_path_is_listed
         "name": "wcu-ai-api",
         "version": "abc123",
     }
-    by_name = {c["name"]: c for c in bom["components"] if not c["bom-ref"].startswith("/nix/store/")}
+    by_name = {c["name"]: c for c in bom["components"] if not c["bom-ref"].startswith("nix-store:")}
     assert sorted(by_name) == ["alpha-lib", "beta", "wcu-ai-server"]
     assert by_name["alpha-lib"]["hashes"] == [{"alg": "SHA-256", "content": ALPHA_SHA}]
     assert by_name["beta"]["hashes"] == [{"alg": "SHA-256", "content": BETA_SHA}]
     assert "hashes" not in by_name["wcu-ai-server"]
-    store = {c["bom-ref"]: c for c in bom["components"] if c["bom-ref"].startswith("/nix/store/")}
-    assert sorted(store) == [f"/nix/store/{base}" for base in STORE]
-    assert store[f"/nix/store/{STORE[2]}"]["name"] == "python3"
-    assert store[f"/nix/store/{STORE[2]}"]["version"] == "3.12.8"
-    assert "version" not in store[f"/nix/store/{STORE[1]}"]
+    store = {c["bom-ref"]: c for c in bom["components"] if c["bom-ref"].startswith("nix-store:")}
+    assert sorted(store) == ["nix-store:alpha-lib-1.0", "nix-store:fonts.conf", "nix-store:python3-3.12.8"]
+    assert store["nix-store:python3-3.12.8"]["name"] == "python3"
+    assert store["nix-store:python3-3.12.8"]["version"] == "3.12.8"
+    assert "version" not in store["nix-store:fonts.conf"]
     # Reproducible: a second run writes the same bytes.
     first = (inputs / "out.json").read_bytes()
     assert run_sbom(inputs).returncode == 0
     assert (inputs / "out.json").read_bytes() == first
+
+
+def test_the_sbom_holds_no_store_hash_so_nix_records_no_reference(inputs):
+    # Where the venv is a store path, cyclonedx-py's report names it: that hash goes too.
+    report = json.loads((inputs / "env.cdx.json").read_text())
+    venv = "/nix/store/3q9f0bfc0wfl4gvbvb8gp4qxx7kc4w2z-wcu-ai-env"
+    report["components"][0].setdefault("properties", []).append({"name": "venv", "value": f"{venv}/lib"})
+    (inputs / "env.cdx.json").write_text(json.dumps(report))
+    assert run_sbom(inputs).returncode == 0
+    written = (inputs / "out.json").read_text()
+    for base in [*STORE, venv.removeprefix("/nix/store/")]:
+        assert base.split("-", 1)[0] not in written
+        assert base.split("-", 1)[1] in written  # the names stay
 
 
 def test_a_locked_package_missing_from_the_venv_fails(inputs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno
+import json
 import logging
 import time
 import uuid
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import psycopg
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import ClientDisconnect
@@ -23,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wcu_ai import __version__
 from wcu_ai.agents.catalog import open_agents
 from wcu_ai.agents.model import build_model
+from wcu_ai.agents.outcome import OutcomeObserver
 from wcu_ai.api.deps import require_api_key
 from wcu_ai.api.docs import add_docs
 from wcu_ai.api.drain import Drain
@@ -144,7 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
                 open_pool(
                     settings, wait=False, statement_timeout_seconds=settings.db_statement_timeout_seconds
                 ) as pool,
-                open_agents(settings, model, pool, embedder) as catalog,
+                open_agents(settings, model, pool, embedder, agent_run_observer(app)) as catalog,
             ):
                 logger.info(
                     "api ready to serve",
@@ -182,7 +186,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
-    app.add_middleware(BodyTimeoutMiddleware, timeout=settings.api_body_timeout_seconds)
+    app.add_middleware(
+        BodyTimeoutMiddleware,
+        timeout=settings.api_body_timeout_seconds,
+        total=settings.api_body_max_seconds,
+    )
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.api_max_concurrent_requests)
     # Outside the concurrency limit: the 503s it answers are counted too, as route "over_limit".
     if settings.api_metrics_enabled:
@@ -232,6 +240,13 @@ def create_app(settings: Settings) -> FastAPI:
             extra={"action": "api.resource_exhausted", "path": request.url.path, "error": os_error_text(exc)},
         )
         return await wcu_error(request, mapped)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own 422, but as ASCII JSON: the errors echo the input, and a JSON "\ud800"
+        # (an unpaired surrogate) has no UTF-8 form, so FastAPI's response would fail as a 500.
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
 
     @app.exception_handler(psycopg.DataError)
     async def invalid_data(request: Request, exc: psycopg.DataError) -> JSONResponse:
@@ -331,6 +346,12 @@ def add_metrics(app: FastAPI, settings: Settings) -> None:
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.metrics = metrics
+
+
+def agent_run_observer(app: FastAPI) -> OutcomeObserver | None:
+    """wcu_agent_runs_total's counter when the metrics are on."""
+    metrics: ApiMetrics | None = getattr(app.state, "metrics", None)
+    return metrics.count_agent_run if metrics is not None else None
 
 
 def problem_status(exc: WcuError) -> int:

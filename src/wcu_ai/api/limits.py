@@ -1,9 +1,11 @@
 """Limits the API puts on each request at the ASGI level, before any route runs.
 
 - BodyTimeoutMiddleware: while the application waits for the next piece of a request's body, the
-  client has WCU_API_BODY_TIMEOUT_SECONDS to send it, else 408. Only those waits count: a request
-  whose handler is busy (the database, a model) is not the client's fault, and once the body is
-  complete the wait for a disconnect (streaming responses) has no limit.
+  client has WCU_API_BODY_TIMEOUT_SECONDS to send it, and WCU_API_BODY_MAX_SECONDS for all of
+  them together, else 408 (without the sum, a byte every 29 s keeps an upload, and its slot of
+  the concurrency limit, forever). Only those waits count: a request whose handler is busy (the
+  database, a model) is not the client's fault, and once the body is complete the wait for a
+  disconnect (streaming responses) has no limit.
 - ConcurrencyLimitMiddleware: at most WCU_API_MAX_CONCURRENT_REQUESTS requests in flight per
   process, the rest answered 503 at once; the probes (/health*) and /metrics are never refused:
   a saturated API is when its metrics matter most. A refused request is marked in its scope
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,31 +28,43 @@ REFUSED = "wcu_ai.refused"
 
 
 class BodyTimeoutMiddleware:
-    def __init__(self, app: ASGIApp, *, timeout: float) -> None:
+    def __init__(self, app: ASGIApp, *, timeout: float, total: float) -> None:
         self.app = app
         self.timeout = timeout
+        self.total = total
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         body_complete = False
+        waited = 0.0
 
         async def receive_in_time() -> Message:
-            nonlocal body_complete
+            nonlocal body_complete, waited
             if body_complete:
                 return await receive()
+            left = self.total - waited
+            started = time.monotonic()
             try:
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout(min(self.timeout, left)):
                     message = await receive()
             except TimeoutError:
                 # An HTTPException, which FastAPI's body parsing passes through unchanged.
+                if left <= self.timeout:
+                    detail = (
+                        f"the request body took longer than {self.total:g} s in all "
+                        "(WCU_API_BODY_MAX_SECONDS): send it again over a faster connection"
+                    )
+                else:
+                    detail = (
+                        f"no part of the request body arrived for {self.timeout:g} s "
+                        "(WCU_API_BODY_TIMEOUT_SECONDS): send the request again"
+                    )
                 raise HTTPException(
-                    status.HTTP_408_REQUEST_TIMEOUT,
-                    f"no part of the request body arrived for {self.timeout:g} s "
-                    "(WCU_API_BODY_TIMEOUT_SECONDS): send the request again",
-                    headers={"Connection": "close"},
+                    status.HTTP_408_REQUEST_TIMEOUT, detail, headers={"Connection": "close"}
                 ) from None
+            waited += time.monotonic() - started
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_complete = True
             return message

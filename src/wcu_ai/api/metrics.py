@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,21 +20,16 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wcu_ai.agents.outcome import RunOutcome
 from wcu_ai.api.limits import REFUSED
 
-# The route whose responses are agent runs (api/routes/agents.py), counted by count_agent_run.
-AGENT_RUNS_ROUTE = "/v1/agents/{agent_id}/runs"
 UNMATCHED_ROUTE = "unmatched"
 # Requests answered 503 by the concurrency limit (api/limits.py) before any route was matched.
 OVER_LIMIT_ROUTE = "over_limit"
-AGENT_OUTCOMES = ("succeeded", "failed", "rejected", "unavailable", "incomplete")
 # Any other method is counted as "other": the method is the client's to choose, a label value is not.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # From a fast /health to an agent run streaming for a minute or two.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-# An event's name at the start of a line; data lines are JSON (json.dumps escapes newlines), so a
-# reply's text can never look like one.
-_SSE_EVENT = re.compile(rb"(?:^|\n)event: ?([^\r\n]*)")
 
 
 class ApiMetrics:
@@ -49,18 +43,21 @@ class ApiMetrics:
         self.registry.register(self.requests)
         self.agent_runs = Counter(
             "wcu_agent_runs",
-            "Agent runs by outcome: succeeded, failed (5xx but 503, or an SSE error event), rejected "
-            "(4xx), unavailable (503: no model configured, no database), incomplete (a stream that "
-            "ended without done or error)",
+            "Agent runs by outcome (agents/outcome.py): completed, failed (model, tool or storage), "
+            "cancelled (client gone or API stopping), conflict (409: the session was busy)",
             ["outcome"],
             registry=self.registry,
         )
-        for outcome in AGENT_OUTCOMES:
-            self.agent_runs.labels(outcome)
+        for outcome in RunOutcome:
+            self.agent_runs.labels(outcome.value)
         self.pool = PoolStats()
         self.registry.register(self.pool)
         # process_resident_memory_bytes, process_cpu_seconds_total, open fds: read at scrape time.
         ProcessCollector(registry=self.registry)
+
+    def count_agent_run(self, outcome: RunOutcome) -> None:
+        """The agents' OutcomeObserver: each run, once, as it ended."""
+        self.agent_runs.labels(outcome.value).inc()
 
     def exposition(self, pool: AsyncConnectionPool | None) -> bytes:
         """The text format, the pool's figures read now."""
@@ -168,27 +165,6 @@ class PoolStats(Collector):
         )
 
 
-def agent_run_outcome(status: int, streamed: bool, last_event: str | None) -> str:
-    """An agent run's outcome as the client saw it: the status class, and for a stream its last
-    event (`done` or `error`, README's agent events). A 503 never reached the model (no model is
-    configured, the database is down): counted apart, so the model provider's failures stand out."""
-    if status == 503:
-        return "unavailable"
-    if status >= 500:
-        return "failed"
-    if status >= 400:
-        return "rejected"
-    if not streamed:
-        return "succeeded"
-    return {"done": "succeeded", "error": "failed"}.get(last_event or "", "incomplete")
-
-
-def last_sse_event(chunk: bytes) -> str | None:
-    """The name of the last event in a chunk of a text/event-stream body, if it has one."""
-    names = _SSE_EVENT.findall(chunk)
-    return names[-1].decode("utf-8", errors="replace") if names else None
-
-
 class MetricsMiddleware:
     """Counts and times every request by its route template (the matched route's path, never the raw
     path: ids in paths would make every request a new series).
@@ -227,22 +203,11 @@ class MetricsMiddleware:
         started = time.perf_counter()
         # Until a response starts, an exception on its way out becomes ServerErrorMiddleware's 500.
         status = 500
-        agent_run = streamed = False
-        last_event: str | None = None
 
         async def send_observed(message: Message) -> None:
-            nonlocal status, agent_run, streamed, last_event
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                route = scope.get("route")
-                if getattr(route, "path", None) == AGENT_RUNS_ROUTE and scope["method"] == "POST":
-                    agent_run = True
-                    streamed = any(
-                        name == b"content-type" and value.startswith(b"text/event-stream")
-                        for name, value in message.get("headers", ())
-                    )
-            elif streamed and message["type"] == "http.response.body":
-                last_event = last_sse_event(message.get("body", b"")) or last_event
             await send(message)
 
         requests = metrics.requests
@@ -252,8 +217,6 @@ class MetricsMiddleware:
         finally:
             requests.in_flight -= 1
             requests.observe(scope["method"], self.route_of(scope), status, time.perf_counter() - started)
-            if agent_run:
-                count_agent_run(metrics, status, streamed, last_event)
 
 
 def templates(routes: list[Any]) -> dict[Any, str]:
@@ -266,9 +229,3 @@ def templates(routes: list[Any]) -> dict[Any, str]:
         elif getattr(route, "endpoint", None) is not None and isinstance(getattr(route, "path", None), str):
             found.setdefault(route.endpoint, route.path)
     return found
-
-
-def count_agent_run(metrics: ApiMetrics, status: int, streamed: bool, last_event: str | None) -> None:
-    """The one hook that counts agent runs: called for each POST /v1/agents/{agent_id}/runs
-    response, from what the client saw of it."""
-    metrics.agent_runs.labels(agent_run_outcome(status, streamed, last_event)).inc()

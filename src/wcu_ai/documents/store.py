@@ -18,6 +18,7 @@ from psycopg import AsyncConnection
 from wcu_ai.database import load_queries
 from wcu_ai.documents.detect import DocumentKind
 from wcu_ai.documents.parse import ParsedDocument
+from wcu_ai.documents.textsearch import TEXT_SEARCH_CONFIGS, choose_config, detection_sample
 from wcu_ai.tasks import queue
 
 Q = load_queries("wcu_ai.documents", "queries.sql")
@@ -103,6 +104,8 @@ class Upload:
     sha256: bytes
     size: int
     path: Path
+    # The text-search configuration the uploader gave (textsearch.TEXT_SEARCH_CONFIGS); None: detect it.
+    text_search_config: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ async def create(
                     "kind": upload.kind,
                     "sha256": upload.sha256,
                     "size_bytes": upload.size,
+                    "text_search_config": upload.text_search_config,
                 },
             )
         ).fetchone()
@@ -158,8 +162,18 @@ async def list_documents(
     return await (await conn.execute(Q["list"], params)).fetchall()
 
 
-async def pages(conn: AsyncConnection[Any], document_id: UUID) -> list[dict[str, Any]]:
-    return await (await conn.execute(Q["pages"], {"id": document_id})).fetchall()
+async def page_range(
+    conn: AsyncConnection[Any], document_id: UUID, *, first: int, last: int, max_pages: int, max_chars: int
+) -> list[dict[str, Any]]:
+    """Pages first..last (page_no, text, ocr, chars: the page's full length) within the bounds."""
+    params = {
+        "id": document_id,
+        "from_page": first,
+        "to_page": last,
+        "max_pages": max_pages,
+        "max_chars": max_chars,
+    }
+    return await (await conn.execute(Q["page_range"], params)).fetchall()
 
 
 async def delete(conn: AsyncConnection[Any], document_id: UUID) -> bool:
@@ -197,13 +211,22 @@ async def save_parsed(
     embeddings: list[list[float]] | None = None,
     embedding_model: str | None = None,
 ) -> None:
-    """Replaces pages and chunks with the parse's, and marks the document parsed (caller's transaction)."""
+    """Replaces pages and chunks with the parse's, and marks the document parsed (caller's transaction).
+
+    The chunks are indexed with the document's text-search configuration: the one given at upload,
+    else the one detected from the text now.
+    """
+    config = await text_search_config(conn, document_id, parsed.pages)
+    ocr = set(parsed.ocr_pages)
     await conn.execute(Q["clear_derived"], {"id": document_id})
     await conn.execute(Q["clear_chunks"], {"id": document_id})
     async with conn.cursor() as cur:
         await cur.executemany(
             Q["insert_page"],
-            [{"id": document_id, "page_no": n, "text": text} for n, text in enumerate(parsed.pages, start=1)],
+            [
+                {"id": document_id, "page_no": n, "text": text, "ocr": n in ocr}
+                for n, text in enumerate(parsed.pages, start=1)
+            ],
         )
         await cur.executemany(
             Q["insert_chunk"],
@@ -217,6 +240,7 @@ async def save_parsed(
                     "text": c.text,
                     "embedding": str(embeddings[i]) if embeddings else None,
                     "embedding_model": embedding_model if embeddings else None,
+                    "text_search_config": config,
                 }
                 for i, c in enumerate(parsed.chunks)
             ],
@@ -231,5 +255,24 @@ async def save_parsed(
             "producer": parsed.producer,
             "pdf_bytes": parsed.pdf_bytes,
             "text_chars": parsed.text_chars,
+            "text_search_config": config,
         },
     )
+
+
+async def text_search_config(conn: AsyncConnection[Any], document_id: UUID, pages: tuple[str, ...]) -> str:
+    """The document's configuration as given at upload, else detected from a sample of `pages`."""
+    row = await (await conn.execute(Q["text_search_config"], {"id": document_id})).fetchone()
+    if row is not None and row["text_search_config"] is not None:
+        return str(row["text_search_config"])
+    return await detect_text_search_config(conn, pages)
+
+
+async def detect_text_search_config(conn: AsyncConnection[Any], pages: list[str] | tuple[str, ...]) -> str:
+    """The configuration whose stop words fit a bounded sample of the text (textsearch.choose_config)."""
+    sample = detection_sample(pages)
+    if not sample.strip():
+        return choose_config({})
+    params = {"sample": sample, "configs": list(TEXT_SEARCH_CONFIGS)}
+    rows = await (await conn.execute(Q["detect_text_search_config"], params)).fetchall()
+    return choose_config({row["config"]: int(row["kept"]) for row in rows})

@@ -47,8 +47,9 @@ def build_registry(
         settings, embedder=build_embedder(settings.embedder, settings.embedder_dimensions), metrics=metrics
     )
     parser.report_tools()
-    registry.register(PARSE_TASK, parser.handle)
     resources.callback(parser.close)
+    parser.start()
+    registry.register(PARSE_TASK, parser.handle)
     registry.register(METRICS_TASK, calculate_agent_metrics)
     registry.register(PRUNE_TASK, prune_tasks)
     registry.register(SWEEP_TASK, functools.partial(sweep_stuck_documents, metrics=metrics))

@@ -40,7 +40,8 @@ async def search_documents(
     return SearchResults(query=q, mode=mode, results=[SearchHit(**vars(p)) for p in passages])
 
 
-_WORD = re.compile(r"\w+")
+# Letters and digits: PostgreSQL's parser splits words at "_" too, so "a_b_c" is three lexemes.
+_WORD = re.compile(r"[^\W_]+")
 
 
 def query_terms(q: str) -> int:
