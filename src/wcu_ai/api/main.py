@@ -27,8 +27,9 @@ class _Server(uvicorn.Server):
     With a drain period, the first SIGTERM only starts the drain (readiness answers 503, every
     request is still served); the shutdown begins when the period is over, or at a second SIGTERM
     or a SIGINT (a person at a terminal does not wait for the drain). The shutdown itself still
-    waits up to GRACEFUL_SHUTDOWN_SECONDS for the requests in flight, which a repeated signal
-    should not cut off; a SIGINT during it (uvicorn's force exit) does. uvicorn re-raises the signal once it has
+    waits up to GRACEFUL_SHUTDOWN_SECONDS for the requests in flight, which a repeated signal does
+    not cut off (uvicorn's force exit on a further SIGINT still waits for the open connections to
+    close, asyncio's Server.wait_closed on Python 3.12). uvicorn re-raises the signal once it has
     shut down, so the process would die of SIGTERM (exit 143), which orchestrators report as a
     crash on every rolling deploy: the captured signals are dropped.
     """
