@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 import psycopg
 import pytest
 
-from tests.conftest import free_port, run_cli, wait_task
+from tests.conftest import free_port, run_cli, wait_task, wcu_ai_command
 from wcu_ai.migrations import packaged_migrations
 
 
@@ -30,24 +33,37 @@ def test_a_malformed_database_url_is_one_line_exit_2_without_the_password(
     assert "hunter2" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("command", [["runner"], ["migrate", "up"], ["migrate", "status"]])
+# The runner waits for its database instead (tests/task_runner/test_runner.py). The operator
+# commands on a pool print the same one line, not the pool's retries before it.
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate", "up"],
+        ["migrate", "status"],
+        ["enqueue", "noop"],
+        ["tasks", "prune", "--older-than", "30d"],
+        ["tasks", "prune", "--older-than", "30d", "--dry-run"],
+        ["tasks", "cancel", "00000000-0000-0000-0000-000000000000"],
+    ],
+)
 def test_an_unreachable_database_is_one_line_exit_1_without_the_password(
     service_env: dict[str, str], command: list[str]
 ) -> None:
+    # Long enough for a pool to retry (and log) several times before it gives up.
     env = {
         **service_env,
         "DATABASE_URL": f"postgresql://app:hunter2hunter2@127.0.0.1:{free_port()}/app",
-        "WCU_DB_CONNECT_TIMEOUT_SECONDS": "2",
+        "WCU_DB_CONNECT_TIMEOUT_SECONDS": "6",
     }
     result = run_cli(*command, env=env)
-    assert result.returncode == 1
+    assert (result.returncode, result.stdout) == (1, ""), result
     line = one_line(result.stderr)
     assert line.startswith("wcu-ai: error: cannot connect to the database at postgresql://app:***@127.0.0.1:")
     assert "(DATABASE_URL)" in line
     assert "hunter2" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("command", [["migrate", "status"], ["runner"]])
+@pytest.mark.parametrize("command", [["migrate", "status"], ["migrate", "up"]])
 def test_a_password_in_the_query_string_is_not_printed(
     service_env: dict[str, str], command: list[str]
 ) -> None:
@@ -157,3 +173,74 @@ def test_tasks_prune_refuses_what_is_not_a_duration(service_env: dict[str, str],
         f"wcu-ai tasks prune: error: argument --older-than: {older_than!r} is not a duration: "
         "give one like 30d, 12h, 90m or 45s"
     )
+
+
+def test_tasks_prune_refuses_a_duration_past_any_finished_task(service_env: dict[str, str]) -> None:
+    # PostgreSQL's timestamps start in 4713 BC: a cutoff before that is an error, not "nothing".
+    for older_than in ("36501d", "740000d", "999999d", "876025h"):
+        result = run_cli("tasks", "prune", f"--older-than={older_than}", "--dry-run", env=service_env)
+        assert result.returncode == 2, result
+        assert one_line(result.stderr.splitlines()[-1]) == (
+            f"wcu-ai tasks prune: error: argument --older-than: {older_than!r} is longer than 36500d "
+            "(100 years), longer than any task has existed"
+        )
+        assert "Traceback" not in result.stderr
+
+
+def test_a_prune_whose_session_is_ended_says_how_many_it_deleted_in_one_line(
+    service_env: dict[str, str], db_url: str
+) -> None:
+    assert run_cli("migrate", "up", env=service_env).returncode == 0
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        # 1,500 prunable tasks; deleting the 1,200th oldest waits on a lock this test holds, so the
+        # first batch of 1,000 is committed when the prune's session is terminated in the second.
+        conn.execute(
+            """
+            INSERT INTO ai_server_tasks (task_type, status, finished_at)
+            SELECT CASE WHEN n = 1200 THEN 'blocker' ELSE 'noop' END, 'succeeded',
+                   now() - interval '60 days' + make_interval(secs => n)
+            FROM generate_series(1, 1500) AS n
+            """
+        )
+        conn.execute(
+            """
+            CREATE FUNCTION test_wait_on_blocker() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF OLD.task_type = 'blocker' THEN PERFORM pg_advisory_xact_lock_shared(4242); END IF;
+                RETURN OLD;
+            END $$;
+            CREATE TRIGGER test_wait_on_blocker BEFORE DELETE ON ai_server_tasks
+            FOR EACH ROW EXECUTE FUNCTION test_wait_on_blocker();
+            """
+        )
+        conn.execute("SELECT pg_advisory_lock(4242)")
+        prune = subprocess.Popen(
+            [*wcu_ai_command(), "tasks", "prune", "--older-than", "30d"],
+            env=service_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            waiting = None
+            for _ in range(600):
+                waiting = conn.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted"
+                ).fetchone()
+                if waiting is not None or prune.poll() is not None:
+                    break
+                time.sleep(0.1)
+            assert waiting is not None, prune.communicate(timeout=30)
+            conn.execute("SELECT pg_terminate_backend(%s)", waiting)
+            out, err = prune.communicate(timeout=60)
+        finally:
+            if prune.poll() is None:
+                prune.kill()
+                prune.wait()
+        conn.execute("SELECT pg_advisory_unlock(4242)")
+        conn.execute("DROP TRIGGER test_wait_on_blocker ON ai_server_tasks")
+        [(left,)] = conn.execute("SELECT count(*) FROM ai_server_tasks").fetchall()
+    assert (prune.returncode, out, left) == (1, "", 500), err
+    line = one_line(err)
+    assert line.startswith("wcu-ai: error: the prune lost its database connection after deleting 1000 tasks")
+    assert line.endswith("run it again to delete the rest"), line

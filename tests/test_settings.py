@@ -108,6 +108,20 @@ def test_the_metrics_key_is_16_characters_or_unset(monkeypatch: pytest.MonkeyPat
     assert "metrics-key" not in repr(settings)
 
 
+def test_the_metrics_key_loses_the_newline_of_a_secret_file_and_blank_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `echo key > file; kubectl create secret --from-file`: the key arrives with its newline.
+    monkeypatch.setenv("WCU_METRICS_KEY", " metrics-key-0123456789\n")
+    assert load_settings().metrics_key == "metrics-key-0123456789"
+    # Whitespace alone is a secret that did not resolve, not "no key": /metrics would be open.
+    for blank in (" ", "\n", " \t "):
+        monkeypatch.setenv("WCU_METRICS_KEY", blank)
+        with pytest.raises(ConfigError) as info:
+            load_settings()
+        assert info.value.message.startswith("WCU_METRICS_KEY: ") and "whitespace" in info.value.message
+
+
 def test_the_runner_metrics_port_is_off_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().runner_metrics_port is None
     monkeypatch.setenv("WCU_RUNNER_METRICS_PORT", "")

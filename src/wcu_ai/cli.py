@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import re
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from wcu_ai import __version__
 from wcu_ai.errors import ConfigError, WcuError
 from wcu_ai.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
+
 _DURATION = re.compile(r"^(\d{1,6})([dhms])$")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_MAX_DURATION_DAYS = 36500
 
 
 def parse_duration(text: str) -> int:
@@ -28,7 +35,13 @@ def parse_duration(text: str) -> int:
     match = _DURATION.match(text.strip())
     if match is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give one like 30d, 12h, 90m or 45s")
-    return int(match[1]) * _UNIT_SECONDS[match[2]]
+    seconds = int(match[1]) * _UNIT_SECONDS[match[2]]
+    # PostgreSQL's timestamps begin in 4713 BC: a cutoff before that is an error in the database.
+    if seconds > _MAX_DURATION_DAYS * _UNIT_SECONDS["d"]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is longer than {_MAX_DURATION_DAYS}d (100 years), longer than any task has existed"
+        )
+    return seconds
 
 
 def parse_task_id(text: str) -> uuid.UUID:
@@ -50,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
         "healthcheck", help="probe the API in this container (exit 0 when healthy): for ECS/Docker checks"
     )
     health.add_argument("--ready", action="store_true", help="probe /health/ready instead of /health")
+    health.add_argument(
+        "--runner", action="store_true", help="probe the runner's listener (WCU_RUNNER_METRICS_PORT) instead"
+    )
 
     migrate = sub.add_parser("migrate", help="database migrations")
     msub = migrate.add_subparsers(dest="migrate_command", required=True)
@@ -123,7 +139,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "healthcheck":
         from wcu_ai.api.healthcheck import check_health
 
-        healthy, seen = check_health(settings, ready=args.ready)
+        healthy, seen = check_health(settings, ready=args.ready, runner=args.runner)
         print(seen, file=sys.stdout if healthy else sys.stderr)
         return 0 if healthy else 1
     if args.command == "migrate":
@@ -157,8 +173,21 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@contextlib.asynccontextmanager
+async def _operator_pool(settings: Settings) -> AsyncIterator[AsyncConnectionPool]:
+    """The pool of a one-shot operator command. Its first connection is made directly, so an
+    unreachable database is one error line at once, not the pool's retries for
+    WCU_DB_CONNECT_TIMEOUT_SECONDS, each logged, before it. The pool's own warnings stay unprinted
+    all along: the command's one error line says what failed."""
+    from wcu_ai.database import connect_async, open_pool
+
+    await (await connect_async(settings)).close()
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+    async with open_pool(settings) as pool:
+        yield pool
+
+
 async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
-    from wcu_ai.database import open_pool
     from wcu_ai.tasks import queue
 
     try:
@@ -168,7 +197,7 @@ async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
     if not isinstance(payload, dict):
         raise ConfigError("--payload must be a JSON object")
     settings.require_database_url()
-    async with open_pool(settings) as pool, pool.connection() as conn:
+    async with _operator_pool(settings) as pool, pool.connection() as conn:
         task_id = await queue.enqueue(
             conn, args.task_type, payload, max_attempts=args.max_attempts or settings.task_max_attempts
         )
@@ -177,14 +206,13 @@ async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _tasks(args: argparse.Namespace, settings: Settings) -> int:
-    from wcu_ai.database import open_pool
     from wcu_ai.tasks import queue
     from wcu_ai.tasks.control import cancel_task, retry_task
     from wcu_ai.tasks.model import TaskStatus
     from wcu_ai.tasks.retention import prune_finished
 
     settings.require_database_url()
-    async with open_pool(settings) as pool:
+    async with _operator_pool(settings) as pool:
         if args.tasks_command == "prune":
             if args.dry_run:
                 async with pool.connection() as conn:

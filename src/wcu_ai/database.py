@@ -19,6 +19,23 @@ from psycopg_pool import AsyncConnectionPool
 from wcu_ai.errors import DatabaseUnavailableError, MigrationError
 from wcu_ai.settings import Settings
 
+# TCP keepalives and a user timeout on every connection's client socket (libpq parameters; a Unix
+# socket ignores them). Without them a connection whose server vanished without a word (a host
+# that died, a silent network partition) waits on the kernel's defaults, two hours and more: the
+# leader would keep "leading" on a lock connection that is gone, a request would hang past its
+# statement timeout, which the server can no longer apply. With them the kernel gives up after
+# about a minute: 30 s idle, then 3 probes 10 s apart, or 60 s of data sent and not acknowledged.
+# A long statement is unaffected (the server's kernel acknowledges the probes while it computes),
+# and so is a server whose process is frozen but whose kernel answers: that case is bounded by the
+# callers (the metrics' queue read aborts itself; the leader's lock stays, deployment.md).
+TCP_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
+
 
 def connect_kwargs(settings: Settings, *, statement_timeout_seconds: float | None = None) -> dict[str, Any]:
     # public stays on the path so an extension installed there (pgvector on RDS) resolves.
@@ -31,6 +48,7 @@ def connect_kwargs(settings: Settings, *, statement_timeout_seconds: float | Non
         "options": options,
         "connect_timeout": max(1, int(settings.db_connect_timeout_seconds)),
         "application_name": "wcu-ai",
+        **TCP_KEEPALIVE,
     }
 
 

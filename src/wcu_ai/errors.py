@@ -42,6 +42,11 @@ class InsufficientStorageError(WcuError):
     """the API has no space left for the upload's scratch file (WCU_WORK_DIR); retry later"""
 
 
+class ScratchBudgetError(InsufficientStorageError):
+    """the API's uploads in flight already hold its scratch budget (WCU_API_MAX_SCRATCH_BYTES); retry
+    shortly"""
+
+
 class OutOfDescriptorsError(WcuError):
     """the API is out of file descriptors (too many connections or files at once); retry shortly"""
 

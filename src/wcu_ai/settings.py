@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     task_retention_days: int = Field(default=30, ge=0, le=36500)
 
     upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    # Upload bytes one API process may hold in scratch files at once (api/scratch.py ScratchBudget).
+    api_max_scratch_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     doc_max_pages: int = Field(default=2000, ge=1)
     # Per document, conversion and text together: see deployment.md (Reliability) for the measurements.
     doc_timeout_seconds: float = Field(default=120.0, gt=0)
@@ -153,11 +155,26 @@ class Settings(BaseSettings):
             raise ValueError("every key must be at least 16 characters")
         return value
 
-    @field_validator("metrics_key", "runner_metrics_port", mode="before")
+    @field_validator("runner_metrics_port", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
-        # An empty variable (a template's blank) means "not set", not a zero-length key or port 0.
+        # An empty variable (a template's blank) means "not set", not port 0.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("metrics_key", mode="before")
+    @classmethod
+    def _strip_metrics_key(cls, value: object) -> object:
+        # Empty (a template's blank) means "not set". A secret written with echo or read with
+        # kubectl --from-file ends in a newline that no client sends: stripped, as the API keys are.
+        # Whitespace alone is a secret that did not resolve: refused rather than read as "no key".
+        if not isinstance(value, str) or value == "":
+            return None if value == "" else value
+        if not value.strip():
+            raise ValueError(
+                "is only whitespace: set a key of 16+ characters, or leave it empty or unset to serve "
+                "/metrics without a key"
+            )
+        return value.strip()
 
     @field_validator("log_level")
     @classmethod

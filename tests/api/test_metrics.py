@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.api.conftest import ServiceStack, service_stack
+from tests.api.raw_http import RawClient, request_head
 from tests.conftest import API_KEY, Proc, wait_http
 from tests.scrape import Scrape, scrape
 
@@ -88,8 +90,73 @@ def test_metrics_are_off_by_default_and_open_without_a_key(start: Start, service
     wait_http(f"{base}/health")
     opened = scrape(f"{base}/metrics")
     assert opened.value("wcu_http_requests_total", method="GET", route="/health", status="200") >= 1
+    # Open metrics are a choice the log says out loud.
+    assert on.wait_for("api.metrics_without_key")["level"] == "warning"
     on.signal(signal.SIGTERM)
     assert on.wait() == 0
+
+
+def test_at_the_concurrency_limit_metrics_answer_and_count_the_refusals_apart(
+    pg_server_url: str, tmp_path: Path
+) -> None:
+    env = {**ON, "WCU_API_MAX_CONCURRENT_REQUESTS": "2", "WCU_API_BODY_TIMEOUT_SECONDS": "30"}
+    with service_stack(pg_server_url, tmp_path, runner=False, **env) as stack:
+        # Two uploads that never finish their body hold the API at its limit.
+        stalled = [RawClient.to(stack.base) for _ in range(2)]
+        try:
+            for client in stalled:
+                headers = {
+                    "Authorization": f"Bearer {API_KEY}",
+                    "Content-Type": "multipart/form-data; boundary=b",
+                    "Content-Length": "5000",
+                }
+                client.send(request_head("POST", "/v1/documents", headers) + b"--b\r\n")
+            deadline = time.monotonic() + 10
+            while stack.get("/v1/tasks").status_code != 503 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert stack.get("/v1/tasks").status_code == 503
+            at_limit = metrics(stack)  # asserts 200 itself
+            head = httpx.head(f"{stack.base}/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"})
+        finally:
+            for client in stalled:
+                client.close()
+        refused = {"method": "GET", "route": "over_limit", "status": "503"}
+        assert at_limit.value("wcu_http_requests_total", **refused) >= 2
+        # "unmatched" is for paths no route matches, not for requests refused before routing.
+        assert at_limit.get("wcu_http_requests_total", method="GET", route="unmatched", status="503") == 0
+        assert at_limit.value("wcu_http_requests_in_flight") >= 3  # the two uploads and the scrape
+        assert (head.status_code, head.content) == (200, b"")
+        assert head.headers["content-type"].startswith("text/plain")
+        assert httpx.head(f"{stack.base}/metrics").status_code == 401
+
+        # What the app serves is counted by its route, whatever kind of route serves it.
+        assert stack.get("/openapi.json", key=None).status_code == 200
+        assert stack.get("/docs", key=None).status_code == 200
+        assert stack.get("/docs/assets/swagger-ui.css", key=None).status_code == 200
+        assert stack.get("/docs/assets/no-such.css", key=None).status_code == 404
+        assert stack.get(f"/no/such/{uuid.uuid4()}", key=None).status_code == 404
+        # No model configured: a 503 before any run is no run (agents/outcome.py counts runs only),
+        # so it cannot look like a failure of the model provider; the request metrics count it.
+        body = {"message": "hello", "user_id": "ada"}
+        assert (
+            httpx.post(f"{stack.base}/v1/agents/assistant/runs", json=body, headers=stack.auth).status_code
+            == 503
+        )
+        routed = metrics(stack)
+        for route, status in (
+            ("/openapi.json", "200"),
+            ("/docs", "200"),
+            ("/docs/assets/{path}", "200"),
+            ("/docs/assets/{path}", "404"),
+            ("unmatched", "404"),
+        ):
+            assert routed.value("wcu_http_requests_total", method="GET", route=route, status=status) == 1, (
+                route
+            )
+        assert routed.get("wcu_http_requests_total", method="GET", route="unmatched", status="200") == 0
+        runs = {"method": "POST", "route": "/v1/agents/{agent_id}/runs", "status": "503"}
+        assert routed.value("wcu_http_requests_total", **runs) == 1
+        assert sum(routed.get("wcu_agent_runs_total", outcome=o) for o in ("completed", "failed")) == 0
 
 
 MODEL = "python:tests.fake_model:make"

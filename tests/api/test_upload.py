@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import resource
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ UPLOAD_LIMIT = 4 * 1024 * 1024
 BOUNDARY = "wcu-test-boundary"
 BODY_TIMEOUT = 1.0
 BODY_MAX = 4.0
+# One upload at the limit and half of another: what this API may hold on its scratch disk at once.
+SCRATCH_BUDGET = UPLOAD_LIMIT + UPLOAD_LIMIT // 2
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +40,19 @@ def stack(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "WCU_API_BODY_MAX_SECONDS": str(BODY_MAX),
     }
     with service_stack(pg_server_url, tmp_path_factory.mktemp("upload"), runner=False, **env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def budget_stack(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    """The same with a scratch budget, and a body time long enough to hold an upload open."""
+    env = {
+        "WCU_UPLOAD_MAX_BYTES": str(UPLOAD_LIMIT),
+        "WCU_API_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+        "WCU_API_BODY_MAX_SECONDS": "300",
+        "WCU_API_MAX_SCRATCH_BYTES": str(SCRATCH_BUDGET),
+    }
+    with service_stack(pg_server_url, tmp_path_factory.mktemp("budget"), runner=False, **env) as running:
         yield running
 
 
@@ -299,3 +315,70 @@ def test_out_of_file_descriptors_is_503_in_json_never_500(stack: ServiceStack, t
         stack.upload(make_pdf(tmp_path / "after.pdf", [f"After the limit {tmp_path.name}"])).status_code
         == 202
     )
+
+
+class TrickledUpload:
+    """An upload declaring `declared` bytes whose file trickles in (a KiB every 0.2 s, inside the
+    body timeout): scratch held for as long as the test wants."""
+
+    def __init__(self, stack: ServiceStack, declared: int) -> None:
+        self.client = RawClient.to(stack.base)
+        assert self.client.send(upload_head(declared) + file_part_head() + b"%PDF-1.4\n")
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._trickle, daemon=True)
+        self.thread.start()
+
+    def _trickle(self) -> None:
+        while not self.stop.wait(0.2):
+            if not self.client.send(b"x" * 1024):
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.client.close()
+
+
+def test_uploads_past_the_scratch_budget_are_refused_507_before_the_disk_fills(
+    budget_stack: ServiceStack, pdf_bytes: bytes
+) -> None:
+    """On Kubernetes a full emptyDir evicts the pod instead of failing a write: the API must refuse
+    by its own count (WCU_API_MAX_SCRATCH_BYTES) before the volume's sizeLimit is reached."""
+    before, log_at = stored(budget_stack.db_url), len(budget_stack.api.output())
+    held = TrickledUpload(budget_stack, UPLOAD_LIMIT)  # reserves the limit by its Content-Length
+    try:
+        assert wait_until(lambda: scratch_files(budget_stack)), (
+            "the first upload never reached its scratch file"
+        )
+        # A declared size that does not fit next to it: refused at once, before its body is read.
+        refused = RawClient.to(budget_stack.base)
+        try:
+            refused.send(upload_head(UPLOAD_LIMIT // 2 + 64 * 1024))
+            response = refused.response(timeout=BODY_TIMEOUT + 15)
+        finally:
+            refused.close()
+        assert response is not None and response.status == 507, response
+        assert response.headers["content-type"] == "application/json"
+        assert "WCU_API_MAX_SCRATCH_BYTES" in response.json()["detail"]
+
+        # No Content-Length (chunked): counted as it streams, refused once past what is left.
+        def chunked() -> Iterator[bytes]:
+            yield file_part_head() + b"%PDF-1.4\n"
+            for _ in range(UPLOAD_LIMIT // (64 * 1024)):
+                yield b"y" * 64 * 1024
+            yield closing()
+
+        streamed = post(budget_stack, chunked())
+        assert streamed.status_code == 507, streamed.text
+        assert "WCU_API_MAX_SCRATCH_BYTES" in streamed.json()["detail"]
+        # What fits still goes through meanwhile.
+        assert post(budget_stack, file_part_head() + pdf_bytes + closing()).status_code == 202
+    finally:
+        held.close()
+    # The held upload gone, its reservation is released: a full-size upload fits again.
+    assert wait_until(lambda: scratch_files(budget_stack) == [])
+    # Not a PDF, so refused by type (415) once received in full: past the scratch check.
+    big = file_part_head() + b"z" * (UPLOAD_LIMIT - 1024) + closing()
+    assert post(budget_stack, big).status_code == 415, "refused for scratch space it had back"
+    assert stored(budget_stack.db_url)["parsed_documents"] == before["parsed_documents"] + 1
+    assert "Traceback" not in budget_stack.api.output()[log_at:]

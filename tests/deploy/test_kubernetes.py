@@ -14,6 +14,7 @@ import yaml
 from wcu_ai.api.app import create_app
 from wcu_ai.api.main import GRACEFUL_SHUTDOWN_SECONDS
 from wcu_ai.settings import Settings
+from wcu_ai.task_runner.metrics_listener import LIVE_PATH, READY_PATH
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "kubernetes"
@@ -137,7 +138,8 @@ def test_ports_probes_and_uid_agree_with_the_code_and_the_images() -> None:
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert all("emptyDir" in volumes[name] for name in mounts.values())
         resources_of = container(deployment)["resources"]
-        assert resources_of["requests"].keys() == {"cpu", "memory"} and "memory" in resources_of["limits"]
+        assert resources_of["requests"].keys() == {"cpu", "memory", "ephemeral-storage"}
+        assert "memory" in resources_of["limits"]
         env_from = container(deployment)["envFrom"]
         assert {"configMapRef": {"name": "wcu-ai-config"}} in env_from
         assert {"secretRef": {"name": "wcu-ai-secrets"}} in env_from
@@ -181,7 +183,12 @@ def test_metrics_ports_and_scrape_annotations_agree_with_the_settings() -> None:
     runner = resources["Deployment", "wcu-ai-runner"]
     [metrics] = container(runner)["ports"]
     assert (metrics["name"], metrics["containerPort"]) == ("metrics", runner_port)
-    assert container(runner)["readinessProbe"]["tcpSocket"]["port"] == "metrics"
+    # The runner's probes are its listener's paths, without the key; readiness is what the rolling
+    # update waits for, so no minReadySeconds guess stands in for it.
+    probes = container(runner)
+    assert probes["readinessProbe"]["httpGet"] == {"path": READY_PATH, "port": "metrics"}
+    assert probes["livenessProbe"]["httpGet"] == {"path": LIVE_PATH, "port": "metrics"}
+    assert "minReadySeconds" not in runner["spec"]
     annotations = runner["spec"]["template"]["metadata"]["annotations"]
     assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (
         str(runner_port),
@@ -217,3 +224,50 @@ def test_every_variable_set_is_one_the_service_reads() -> None:
         field = next((f for f in Settings.model_fields if variable(f) == name), None)
         if field is not None:
             Settings.model_validate({field: value})
+
+
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def quantity(text: str) -> int:
+    """Bytes in a Kubernetes binary quantity (64Mi, 2Gi)."""
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi)?", str(text))
+    assert match is not None, text
+    return int(match[1]) * _UNITS.get(match[2] or "", 1)
+
+
+#: A LibreOffice profile and the pipes and temporary files of one conversion, per runner slot.
+PROFILE_ALLOWANCE = 128 * 2**20
+#: What else may land in the API's /tmp besides upload scratch (Python's own temporary files).
+API_TMP_HEADROOM = 256 * 2**20
+
+
+def test_scratch_volumes_hold_what_the_processes_may_write_before_an_eviction() -> None:
+    """An emptyDir past its sizeLimit evicts the pod (no ENOSPC, no 507): the API's own scratch budget
+    must fit its /tmp, the runner's slots must fit theirs, and ephemeral-storage must cover both."""
+    resources = base()
+    for name in ("wcu-ai-api", "wcu-ai-runner"):
+        pod = resources["Deployment", name]["spec"]["template"]["spec"]
+        sizes = {v["name"]: quantity(v["emptyDir"]["sizeLimit"]) for v in pod["volumes"]}
+        storage = container(resources["Deployment", name])["resources"]
+        request = quantity(storage["requests"]["ephemeral-storage"])
+        limit = quantity(storage["limits"]["ephemeral-storage"])
+        # The pod's limit covers its volumes at their sizeLimit, plus its logs.
+        assert request <= limit and limit >= sum(sizes.values()), (name, sizes, request, limit)
+        if name == "wcu-ai-api":
+            budget = configured("api_max_scratch_bytes")
+            assert budget >= configured("upload_max_bytes")
+            assert budget + API_TMP_HEADROOM <= sizes["tmp"], (budget, sizes["tmp"])
+            assert request >= budget
+        else:
+            per_slot = configured("upload_max_bytes") + configured("doc_max_pdf_bytes") + PROFILE_ALLOWANCE
+            assert configured("runner_concurrency") * per_slot <= sizes["tmp"], (per_slot, sizes["tmp"])
+            assert request >= configured("runner_concurrency") * per_slot
+
+
+def test_the_image_tags_are_no_moving_tag() -> None:
+    """The push tags images by git revision; a base pinned to `latest` would run whatever it points at."""
+    kustomization = documents(BASE / "kustomization.yaml")[0]
+    tags = {image["name"]: image["newTag"] for image in kustomization["images"]}
+    assert tags.keys() == {"wcu-ai-api", "wcu-ai-task-runner"}
+    assert not {"latest", "main"} & set(tags.values()), tags

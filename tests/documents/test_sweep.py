@@ -15,13 +15,15 @@ import psycopg
 import psycopg.rows
 import pytest
 
-from tests.conftest import Proc, run_cli, wait_task
+from tests.conftest import Proc, free_port, run_cli, wait_task
 from tests.factories import make_pdf
+from tests.scrape import scrape
 from wcu_ai.database import open_pool
 from wcu_ai.documents.store import PARSE_TASK
 from wcu_ai.documents.sweep import SWEEP_TASK, sweep_stuck_documents
 from wcu_ai.migrations import MigrationTool
 from wcu_ai.settings import Settings
+from wcu_ai.task_runner.metrics import FAILURE_REASONS
 from wcu_ai.tasks import queue
 from wcu_ai.tasks.registry import TaskContext
 
@@ -157,5 +159,43 @@ def test_the_runner_parses_a_document_whose_task_was_lost(
             "SELECT text FROM parsed_document_pages WHERE document_id = %s", (doc,)
         ).fetchall()
     assert "whose parse was lost" in text
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0
+
+
+def test_documents_the_sweep_fails_are_counted_by_kind_and_reason(
+    start: Callable[..., Proc], db_url: str, service_env: dict[str, str]
+) -> None:
+    port = free_port()
+    runner = start("runner", WCU_RUNNER_METRICS_HOST="127.0.0.1", WCU_RUNNER_METRICS_PORT=str(port))
+    runner.wait_for("runner.leader")
+    url = f"http://127.0.0.1:{port}/metrics"
+    before = scrape(url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        # A runner OOM-killed during the last attempt, twice; an operator's cancel; a lost task,
+        # which is parsed again, not failed.
+        add_document(conn, "parsing", "failed")
+        add_document(conn, "parsing", "failed")
+        add_document(conn, "queued", "cancelled")
+        add_document(conn, "parsing", None)
+
+    swept = run_cli("enqueue", SWEEP_TASK, env=service_env).stdout.strip()
+    assert len(wait_task(db_url, swept, "succeeded")["result"]["failed"]) == 3
+    deadline = time.monotonic() + 30
+    after = scrape(url)
+    while (
+        after.get("wcu_documents_failed_total", kind="pdf", reason="cancelled") < 1
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+        after = scrape(url)
+
+    def added(reason: str) -> float:
+        name = "wcu_documents_failed_total"
+        return after.get(name, kind="pdf", reason=reason) - before.get(name, kind="pdf", reason=reason)
+
+    # The parse-failure alert (rate of wcu_documents_failed_total) sees them, and can tell why.
+    assert (added("expired"), added("cancelled")) == (2, 1), after.labels_of("wcu_documents_failed_total")
+    assert sum(added(reason) for reason in FAILURE_REASONS) == 3
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 0

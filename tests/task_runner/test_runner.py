@@ -6,9 +6,12 @@ import signal
 import time
 from collections.abc import Callable
 
+import httpx
 import psycopg
 
-from tests.conftest import Proc, insert_task, task_row, wait_task
+from tests.conftest import Proc, free_port, insert_task, task_row, wait_http, wait_task
+from tests.scrape import scrape
+from tests.tcp_proxy import PostgresProxy
 from wcu_ai.agno_storage import AGNO_TABLES
 from wcu_ai.migrations import packaged_migrations
 
@@ -154,3 +157,58 @@ def test_the_seed_entry_point_runs_the_same_runner(start: Start) -> None:
     runner.wait_for("runner.leader")
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 0
+
+
+def test_a_runner_started_before_its_database_waits_for_it_serving_metrics_and_readiness(
+    start: Start, db_url: str
+) -> None:
+    proxy = PostgresProxy(db_url, free_port())
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "DATABASE_URL": proxy.url,
+        "WCU_RUNNER_METRICS_HOST": "127.0.0.1",
+        "WCU_RUNNER_METRICS_PORT": str(port),
+        "WCU_DB_CONNECT_TIMEOUT_SECONDS": "2",
+    }
+    runner = start("runner", **env)
+    try:
+        # Nothing listens on the database's port yet: the runner waits, says so, and answers.
+        runner.wait_for("runner.init_waiting", timeout=60)
+        assert runner.wait_for("runner.init_waiting")["level"] == "warning"
+        waiting = scrape(f"{base}/metrics")
+        assert (waiting.value("wcu_runner_leader"), waiting.value("wcu_task_queue_stats_up")) == (0, 0)
+        not_ready = httpx.get(f"{base}/health/ready", timeout=10)
+        assert (not_ready.status_code, not_ready.json()["status"]) == (503, "initialising")
+        assert httpx.get(f"{base}/health", timeout=10).status_code == 200
+        deadline = time.monotonic() + 60
+        while runner.actions().count("runner.init_waiting") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert runner.popen.poll() is None, runner.output()
+
+        # The database appears: the runner initialises it, becomes ready, then leads.
+        proxy.start()
+        runner.wait_for("init.migrations", timeout=90)
+        ready = wait_http(f"{base}/health/ready")
+        assert ready.json() == {"status": "ready"}
+        runner.wait_for("runner.leader", timeout=30)
+        assert scrape(f"{base}/metrics").value("wcu_runner_leader") == 1
+        runner.signal(signal.SIGTERM)
+        assert runner.wait() == 0
+    finally:
+        proxy.stop()
+
+
+def test_a_runner_waiting_for_its_database_stops_at_sigterm_and_never_logs_the_password(
+    start: Start,
+) -> None:
+    runner = start(
+        "runner",
+        DATABASE_URL=f"postgresql://app:hunter2hunter2@127.0.0.1:{free_port()}/app",
+        WCU_DB_CONNECT_TIMEOUT_SECONDS="2",
+    )
+    waiting = runner.wait_for("runner.init_waiting", timeout=60)
+    assert "postgresql://app:***@127.0.0.1:" in waiting["error"]
+    runner.signal(signal.SIGTERM)
+    assert runner.wait(timeout=15) == 0
+    assert "hunter2" not in runner.output()

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from tests.conftest import Proc, insert_task, run_cli, task_row, wait_task
+from tests.conftest import Proc, free_port, insert_task, run_cli, task_row, wait_task
+from tests.scrape import scrape
 
 Start = Callable[..., Proc]
 
@@ -128,8 +129,14 @@ def test_a_cancelled_running_task_is_abandoned_at_the_next_lease_renewal(
     start: Start, db_url: str, migrated_env: dict[str, str]
 ) -> None:
     # Renewals every second; one slot, so the next task runs only once the cancelled one let go.
+    port = free_port()
     runner = start(
-        "runner", WCU_TASK_LEASE_SECONDS="3", WCU_RUNNER_CONCURRENCY="1", WCU_RUNNER_GRACE_SECONDS="0"
+        "runner",
+        WCU_TASK_LEASE_SECONDS="3",
+        WCU_RUNNER_CONCURRENCY="1",
+        WCU_RUNNER_GRACE_SECONDS="0",
+        WCU_RUNNER_METRICS_HOST="127.0.0.1",
+        WCU_RUNNER_METRICS_PORT=str(port),
     )
     runner.wait_for("runner.leader")
     running = insert_task(db_url, "sleep", {"seconds": 600})
@@ -141,9 +148,18 @@ def test_a_cancelled_running_task_is_abandoned_at_the_next_lease_renewal(
         f"task {running} cancelled; the runner working it abandons it at its next lease renewal "
         "(a third of WCU_TASK_LEASE_SECONDS) and records no outcome",
     )
-    runner.wait_for("task.lease_lost", task_id=running)
+    # A cancel, told apart from a lease another runner took: logged and counted as what it is.
+    stopped = runner.wait_for("task.cancelled", task_id=running)
+    assert stopped["level"] == "info", stopped
     after = insert_task(db_url, "noop")
     wait_task(db_url, after, "succeeded")
+    mine = [e for e in runner.events() if e.get("task_id") == running]
+    assert "task.lease_lost" not in [e["action"] for e in mine], mine
+    assert not [e for e in mine if e.get("level") in ("warning", "error")], mine
+    seen = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert seen.value("wcu_runner_task_outcomes_total", task_type="sleep", outcome="cancelled") == 1
+    assert seen.value("wcu_runner_task_outcomes_total", task_type="sleep", outcome="lost") == 0
+    assert seen.value("wcu_runner_leases_lost_total") == 0
     row = task_row(db_url, running)
     # The abandoned attempt's release (back to queued) matched no row: the cancel stands.
     assert (row["status"], row["last_error"], row["result"]) == (
@@ -158,6 +174,35 @@ def test_a_cancelled_running_task_is_abandoned_at_the_next_lease_renewal(
     assert tasks(migrated_env, "retry", running)[0] == 0
     row = wait_task(db_url, running, "running")
     assert (row["attempts"], row["max_attempts"]) == (2, 4)
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0
+
+
+def test_a_lease_another_runner_took_is_still_a_lost_lease_not_a_cancel(
+    start: Start, db_url: str, migrated_env: dict[str, str]
+) -> None:
+    port = free_port()
+    runner = start(
+        "runner",
+        WCU_TASK_LEASE_SECONDS="3",
+        WCU_RUNNER_CONCURRENCY="1",
+        WCU_RUNNER_GRACE_SECONDS="0",
+        WCU_RUNNER_METRICS_HOST="127.0.0.1",
+        WCU_RUNNER_METRICS_PORT=str(port),
+    )
+    runner.wait_for("runner.leader")
+    running = insert_task(db_url, "sleep", {"seconds": 600})
+    wait_task(db_url, running, "running")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE ai_server_tasks SET locked_by = 'another-runner' WHERE id = %s", (running,))
+    lost = runner.wait_for("task.lease_lost", task_id=running)
+    assert lost["level"] == "error", lost
+    wait_task(db_url, insert_task(db_url, "noop"), "succeeded")
+    assert "task.cancelled" not in [e["action"] for e in runner.events() if e.get("task_id") == running]
+    seen = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert seen.value("wcu_runner_leases_lost_total") == 1
+    assert seen.value("wcu_runner_task_outcomes_total", task_type="sleep", outcome="lost") == 1
+    assert seen.value("wcu_runner_task_outcomes_total", task_type="sleep", outcome="cancelled") == 0
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 0
 

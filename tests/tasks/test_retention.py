@@ -109,6 +109,15 @@ def test_a_prune_stops_at_its_batch_bound_and_the_next_one_goes_on(migrated: Set
     assert task_ids(db_url) == {kept}
 
 
+def test_a_prune_that_deletes_exactly_its_bound_says_it_is_complete(migrated: Settings, db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for _ in range(6):
+            add_task(conn, "succeeded", finished_days_ago=40, age_days=40)
+    # Six rows, two full batches of three: nothing remains, so "more remain" would be wrong.
+    report = prune(migrated, older_than_seconds=30 * DAY, batch_rows=3, max_batches=2)
+    assert (report.deleted, report.complete) == (6, True)
+
+
 def test_the_retention_batch_reads_the_finished_index_not_the_queue(migrated: Settings, db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         # A busy queue: many recent rows of every status, a few finished long ago.
@@ -131,7 +140,7 @@ def test_the_retention_batch_reads_the_finished_index_not_the_queue(migrated: Se
                     "EXPLAIN (FORMAT JSON) " + queue.Q[name], {"cutoff": cutoff[0], "limit": 1000}
                 ).fetchone()
             )
-            for name in ("prune_batch", "count_prunable")
+            for name in ("prune_batch", "count_prunable", "any_prunable")
         }
     for name, plan in plans.items():
         assert "ai_server_tasks_finished_idx" in plan, (name, plan)

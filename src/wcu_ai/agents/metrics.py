@@ -15,7 +15,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from wcu_ai.agno_storage import get_agno_postgres_db
-from wcu_ai.database import load_queries
+from wcu_ai.database import load_queries, lock_key
 from wcu_ai.settings import Settings
 from wcu_ai.tasks import queue
 from wcu_ai.tasks.model import Task
@@ -28,11 +28,13 @@ Q = load_queries("wcu_ai.agents", "queries.sql")
 
 async def request_metrics(conn: AsyncConnection[Any], settings: Settings) -> bool:
     """Queues a calculation unless one is waiting already; True when this call queued it."""
-    row = await (await conn.execute(Q["metrics_task_queued"], {"task_type": METRICS_TASK})).fetchone()
-    if row is not None and row["queued"]:
-        return False
-    await queue.enqueue(conn, METRICS_TASK, delay_seconds=settings.agent_metrics_delay_seconds)
-    return True
+    async with conn.transaction():
+        await conn.execute(Q["lock_metrics_queueing"], {"key": lock_key(METRICS_TASK, settings.db_schema)})
+        row = await (await conn.execute(Q["metrics_task_queued"], {"task_type": METRICS_TASK})).fetchone()
+        if row is not None and row["queued"]:
+            return False
+        await queue.enqueue(conn, METRICS_TASK, delay_seconds=settings.agent_metrics_delay_seconds)
+        return True
 
 
 async def calculate_agent_metrics(task: Task, ctx: TaskContext) -> dict[str, Any]:

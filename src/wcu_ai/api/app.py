@@ -33,7 +33,7 @@ from wcu_ai.api.drain import Drain
 from wcu_ai.api.limits import BodyTimeoutMiddleware, ConcurrencyLimitMiddleware
 from wcu_ai.api.metrics import ApiMetrics, MetricsMiddleware
 from wcu_ai.api.routes import agents, documents, health, search, tasks
-from wcu_ai.api.scratch import upload_scratch
+from wcu_ai.api.scratch import ScratchBudget, upload_scratch
 from wcu_ai.database import open_pool
 from wcu_ai.documents.handlers import work_dir
 from wcu_ai.embeddings import build_embedder
@@ -64,6 +64,7 @@ class AppState(TypedDict):
     embedder: Embedder | None
     agents: AgentsLoading | None
     upload_dir: Path
+    scratch_budget: ScratchBudget
 
 
 class RequestIdFilter(logging.Filter):
@@ -159,6 +160,7 @@ def create_app(settings: Settings) -> FastAPI:
                     "embedder": embedder,
                     "agents": catalog,
                     "upload_dir": upload_dir,
+                    "scratch_budget": ScratchBudget(settings.api_max_scratch_bytes),
                 }
         logger.info("api stopped; database pool closed", extra={"action": "api.stopped"})
 
@@ -190,7 +192,7 @@ def create_app(settings: Settings) -> FastAPI:
         total=settings.api_body_max_seconds,
     )
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.api_max_concurrent_requests)
-    # Outside the concurrency limit: the 503s it answers are counted too.
+    # Outside the concurrency limit: the 503s it answers are counted too, as route "over_limit".
     if settings.api_metrics_enabled:
         add_metrics(app, settings)
     app.add_middleware(RequestLogMiddleware)
@@ -323,10 +325,17 @@ def add_metrics(app: FastAPI, settings: Settings) -> None:
     request's time includes everything but that log line)."""
     metrics = ApiMetrics()
     key = settings.metrics_key
+    if key is None:
+        logger.warning(
+            "GET /metrics is served without a key: set WCU_METRICS_KEY, or keep the port from anyone "
+            "who should not read the metrics",
+            extra={"action": "api.metrics_without_key", "port": settings.api_port},
+        )
 
     # Not under require_api_key: its own key (or none: then only the network guards it), and the
     # API keys never open it. Not in the OpenAPI document: it is for Prometheus, not for clients.
-    @app.get("/metrics", include_in_schema=False)
+    # HEAD too: uptime checkers probe with it (uvicorn sends the headers without the body).
+    @app.api_route("/metrics", methods=["GET", "HEAD"], include_in_schema=False)
     async def serve_metrics(request: Request) -> Response:
         if not authorized(request.headers.get("authorization", ""), key):
             return JSONResponse(

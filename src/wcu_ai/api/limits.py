@@ -7,7 +7,9 @@
   database, a model) is not the client's fault, and once the body is complete the wait for a
   disconnect (streaming responses) has no limit.
 - ConcurrencyLimitMiddleware: at most WCU_API_MAX_CONCURRENT_REQUESTS requests in flight per
-  process, the rest answered 503 at once; the probes (/health*) are never refused.
+  process, the rest answered 503 at once; the probes (/health*) and /metrics are never refused:
+  a saturated API is when its metrics matter most. A refused request is marked in its scope
+  (REFUSED), so the request metrics, which count it, can tell it from a request no route matched.
 
 uvicorn's own limit_concurrency answers in plain text, not in the API's JSON error shape.
 """
@@ -20,6 +22,9 @@ import time
 
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# The scope key a request refused here carries (the limit's name), read by api/metrics.py.
+REFUSED = "wcu_ai.refused"
 
 
 class BodyTimeoutMiddleware:
@@ -74,10 +79,11 @@ class ConcurrencyLimitMiddleware:
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/health"):
+        if scope["type"] != "http" or scope["path"] == "/metrics" or scope["path"].startswith("/health"):
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:
+            scope[REFUSED] = "WCU_API_MAX_CONCURRENT_REQUESTS"
             await _send_json(
                 send,
                 status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -26,7 +26,10 @@ class _Server(uvicorn.Server):
 
     With a drain period, the first SIGTERM only starts the drain (readiness answers 503, every
     request is still served); the shutdown begins when the period is over, or at a second SIGTERM
-    or a SIGINT (a person at a terminal does not wait). uvicorn re-raises the signal once it has
+    or a SIGINT (a person at a terminal does not wait for the drain). The shutdown itself still
+    waits up to GRACEFUL_SHUTDOWN_SECONDS for the requests in flight, which a repeated signal does
+    not cut off (uvicorn's force exit on a further SIGINT still waits for the open connections to
+    close, asyncio's Server.wait_closed on Python 3.12). uvicorn re-raises the signal once it has
     shut down, so the process would die of SIGTERM (exit 143), which orchestrators report as a
     crash on every rolling deploy: the captured signals are dropped.
     """
@@ -62,6 +65,11 @@ def serve(settings: Settings) -> int:
     settings.require_database_url()
     if not settings.api_keys:
         raise ConfigError("WCU_API_KEYS: set at least one API key (comma-separated, 16+ characters each)")
+    if settings.api_max_scratch_bytes < settings.upload_max_bytes:
+        raise ConfigError(
+            f"WCU_API_MAX_SCRATCH_BYTES ({settings.api_max_scratch_bytes}) is below WCU_UPLOAD_MAX_BYTES "
+            f"({settings.upload_max_bytes}): an upload at the limit could never be received; raise it"
+        )
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -9,6 +9,7 @@ import bisect
 import itertools
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -16,11 +17,15 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from psycopg_pool import AsyncConnectionPool
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wcu_ai.agents.outcome import RunOutcome
+from wcu_ai.api.limits import REFUSED
 
 UNMATCHED_ROUTE = "unmatched"
+# Requests answered 503 by the concurrency limit (api/limits.py) before any route was matched.
+OVER_LIMIT_ROUTE = "over_limit"
 # Any other method is counted as "other": the method is the client's to choose, a label value is not.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # From a fast /health to an agent run streaming for a minute or two.
@@ -171,6 +176,24 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Endpoint -> template of the app's routes that are not FastAPI's (/openapi.json, the docs'
+        # assets): those leave only their endpoint in the scope. Built at the first such request.
+        self._templates: dict[Any, str] | None = None
+
+    def route_of(self, scope: Scope) -> str:
+        """The template of the route that answered, `over_limit` for a request the concurrency limit
+        refused before any route was matched, `unmatched` when none matched."""
+        path = getattr(scope.get("route"), "path", None)
+        if path is not None:
+            return path
+        if REFUSED in scope:
+            return OVER_LIMIT_ROUTE
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return UNMATCHED_ROUTE
+        if self._templates is None:
+            self._templates = templates(scope["app"].router.routes)
+        return self._templates.get(endpoint, UNMATCHED_ROUTE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -193,5 +216,16 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_observed)
         finally:
             requests.in_flight -= 1
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
-            requests.observe(scope["method"], route, status, time.perf_counter() - started)
+            requests.observe(scope["method"], self.route_of(scope), status, time.perf_counter() - started)
+
+
+def templates(routes: list[Any]) -> dict[Any, str]:
+    """Endpoint -> template for Starlette's own routes (FastAPI's put themselves in the scope): a
+    route's path, a mount's path with its `{path}` (one series for all the docs' assets)."""
+    found: dict[Any, str] = {}
+    for route in routes:
+        if isinstance(route, Mount):
+            found.setdefault(route.app, route.path_format)
+        elif getattr(route, "endpoint", None) is not None and isinstance(getattr(route, "path", None), str):
+            found.setdefault(route.endpoint, route.path)
+    return found

@@ -24,6 +24,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from wcu_ai.errors import ScratchBudgetError
+
 logger = logging.getLogger(__name__)
 
 _LOCK = "lock"
@@ -101,3 +103,45 @@ def _create_own(uploads: Path) -> tuple[Path, int]:
             continue
         return final, fd
     raise RuntimeError(f"could not create a scratch directory in {uploads} after {_ATTEMPTS} attempts")
+
+
+class ScratchBudget:
+    """The upload bytes this API process may hold in scratch files at once (WCU_API_MAX_SCRATCH_BYTES).
+
+    A full disk answers 507 by itself, but a Kubernetes emptyDir past its sizeLimit evicts the whole
+    pod instead, every request in it lost: so uploads reserve their bytes here before writing them.
+    An upload with a Content-Length reserves it (at most the upload limit) before its body is read;
+    one without grows its reservation as its file streams in. Used from the event loop only.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    @contextlib.contextmanager
+    def reservation(self) -> Iterator[Reservation]:
+        reservation = Reservation(self)
+        try:
+            yield reservation
+        finally:
+            self.held -= reservation.size
+
+
+class Reservation:
+    def __init__(self, budget: ScratchBudget) -> None:
+        self._budget = budget
+        self.size = 0
+
+    def grow_to(self, size: int) -> None:
+        """Holds `size` bytes in all; ScratchBudgetError (nothing more held) when they do not fit."""
+        more = size - self.size
+        if more <= 0:
+            return
+        if self._budget.held + more > self._budget.limit:
+            raise ScratchBudgetError(
+                f"the uploads in flight already hold {self._budget.held} of the "
+                f"{self._budget.limit} bytes of this API's scratch budget (WCU_API_MAX_SCRATCH_BYTES); "
+                "nothing was stored: send it again shortly"
+            )
+        self._budget.held += more
+        self.size = size

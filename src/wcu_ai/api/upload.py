@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import re
+import sys
 import tempfile
 import unicodedata
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,8 @@ from typing import Any, BinaryIO
 from fastapi import HTTPException, Request, status
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+from wcu_ai.api.scratch import Reservation, ScratchBudget
 
 # Multipart framing (boundaries, part headers) on top of the file itself.
 _FRAMING_ALLOWANCE = 64 * 1024
@@ -62,9 +65,11 @@ def too_large(limit: int) -> HTTPException:
 
 @contextlib.asynccontextmanager
 async def receive_file(
-    request: Request, *, field: str, max_bytes: int, scratch_dir: Path
+    request: Request, *, field: str, max_bytes: int, scratch_dir: Path, budget: ScratchBudget | None = None
 ) -> AsyncIterator[ReceivedFile]:
-    """Yields the one file sent in `field`; the temporary file is removed when the block ends."""
+    """Yields the one file sent in `field`; the temporary file is removed when the block ends. With
+    a budget, the file's bytes are reserved in it before they are written (507 when they do not
+    fit), and released when the block ends."""
     ctype, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
@@ -76,22 +81,29 @@ async def receive_file(
     if declared and declared.isdigit() and int(declared) > max_bytes + _FRAMING_ALLOWANCE:
         raise too_large(max_bytes)
 
-    scratch_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=scratch_dir, prefix="upload-")
-    path = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            received = await _stream_into(request, out, field=field, boundary=boundary, max_bytes=max_bytes)
-        yield ReceivedFile(path=path, **received)
-    finally:
-        path.unlink(missing_ok=True)
+    with (budget or ScratchBudget(sys.maxsize)).reservation() as reservation:
+        if declared and declared.isdigit():
+            # The file is at most the body and at most the limit: refused here, before a byte is read.
+            reservation.grow_to(min(int(declared), max_bytes))
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=scratch_dir, prefix="upload-")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                received = await _stream_into(
+                    request, out, field=field, boundary=boundary, max_bytes=max_bytes, reservation=reservation
+                )
+            yield ReceivedFile(path=path, **received)
+        finally:
+            path.unlink(missing_ok=True)
 
 
 class _FilePart:
     """Multipart parser callbacks that write the `field` file part to `out`, counting and hashing."""
 
-    def __init__(self, out: BinaryIO, *, field: str, max_bytes: int) -> None:
+    def __init__(self, out: BinaryIO, *, field: str, max_bytes: int, reservation: Reservation) -> None:
         self.out, self.field, self.max_bytes = out, field, max_bytes
+        self.reservation = reservation
         self.digest = hashlib.sha256()
         self.files = 0
         self.size = 0
@@ -156,6 +168,7 @@ class _FilePart:
         self.size += end - start
         if self.size > self.max_bytes:
             raise _TooLarge
+        self.reservation.grow_to(self.size)  # a no-op while within what Content-Length reserved
         chunk = data[start:end]
         self.digest.update(chunk)
         self.out.write(chunk)
@@ -169,9 +182,9 @@ class _FilePart:
 
 
 async def _stream_into(
-    request: Request, out: BinaryIO, *, field: str, boundary: bytes, max_bytes: int
+    request: Request, out: BinaryIO, *, field: str, boundary: bytes, max_bytes: int, reservation: Reservation
 ) -> dict[str, Any]:
-    part = _FilePart(out, field=field, max_bytes=max_bytes)
+    part = _FilePart(out, field=field, max_bytes=max_bytes, reservation=reservation)
     parser = MultipartParser(boundary, callbacks=part.callbacks())  # type: ignore[arg-type]
     total = 0
     try:

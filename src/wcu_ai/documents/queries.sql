@@ -161,7 +161,7 @@ LIMIT %(limit)s;
 -- document still says queued or parsing (a runner killed during the last attempt, an operator's
 -- cancel). Read through parsed_documents_unfinished_idx (migration 0006).
 -- FOR UPDATE OF d SKIP LOCKED: a document a parse holds right now is left to the next sweep.
-SELECT d.id, d.task_id, t.status AS task_status, t.last_error AS task_error
+SELECT d.id, d.kind, d.task_id, t.status AS task_status, t.last_error AS task_error
 FROM parsed_documents d
 LEFT JOIN ai_server_tasks t ON t.id = d.task_id
 WHERE d.status IN ('queued', 'parsing') AND (t.id IS NULL OR t.status IN ('failed', 'cancelled'))

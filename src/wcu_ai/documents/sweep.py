@@ -11,7 +11,7 @@ was tried and ended, and `wcu-ai tasks retry` runs it again.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from wcu_ai.documents import store
 from wcu_ai.tasks import queue
@@ -26,6 +26,10 @@ SWEEP_LIMIT = 500
 _REASON_CHARS = 2000
 
 
+class SweepMetrics(Protocol):
+    def document_swept(self, kind: str, reason: str) -> None: ...
+
+
 def stuck_reason(task_id: Any, task_status: str, task_error: str | None) -> str:
     """The failure_reason of a document whose parse task ended without parsing it."""
     if task_status == TaskStatus.CANCELLED:
@@ -33,9 +37,19 @@ def stuck_reason(task_id: Any, task_status: str, task_error: str | None) -> str:
     return f"its parse task {task_id} failed: {task_error or 'no reason recorded'}"[:_REASON_CHARS]
 
 
-async def sweep_stuck_documents(task: Task, ctx: TaskContext) -> dict[str, Any]:
+def failure_class(task_status: str) -> str:
+    """The reason class a swept failure is counted under (wcu_documents_failed_total): a parse
+    whose task failed without failing its document is one whose runner died on the last attempt
+    (the lease expired: an OOM kill, a SIGKILL), since a parse that fails records it itself."""
+    return "cancelled" if task_status == TaskStatus.CANCELLED else "expired"
+
+
+async def sweep_stuck_documents(
+    task: Task, ctx: TaskContext, *, metrics: SweepMetrics | None = None
+) -> dict[str, Any]:
     requeued: list[str] = []
     failed: list[str] = []
+    classes: list[tuple[str, str]] = []
     async with ctx.pool.connection() as conn, conn.transaction():
         for row in await store.stuck_documents(conn, limit=SWEEP_LIMIT):
             document_id = row["id"]
@@ -52,6 +66,11 @@ async def sweep_stuck_documents(task: Task, ctx: TaskContext) -> dict[str, Any]:
                 reason = stuck_reason(row["task_id"], row["task_status"], row["task_error"])
                 await store.set_status(conn, document_id, "failed", reason)
                 failed.append(str(document_id))
+                classes.append((row["kind"], failure_class(row["task_status"])))
+    # Counted once committed, so a sweep rolled back and run again counts each document once.
+    if metrics is not None:
+        for kind, reason in classes:
+            metrics.document_swept(kind, reason)
     if requeued or failed:
         logger.warning(
             "stuck documents swept",

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+
+import psycopg
+import sqlalchemy.exc
 
 from wcu_ai.agents.metrics import METRICS_TASK, calculate_agent_metrics
 from wcu_ai.database import open_pool
@@ -18,6 +22,7 @@ from wcu_ai.documents.sweep import SWEEP_TASK, sweep_stuck_documents
 from wcu_ai.embeddings import build_embedder
 from wcu_ai.errors import DatabaseUnavailableError
 from wcu_ai.settings import Settings
+from wcu_ai.task_runner.health import RunnerHealth
 from wcu_ai.task_runner.initialize import initialize_database
 from wcu_ai.task_runner.leader import Leadership
 from wcu_ai.task_runner.metrics import QueueStats, RunnerMetrics
@@ -25,6 +30,7 @@ from wcu_ai.task_runner.metrics_listener import serve_metrics
 from wcu_ai.task_runner.schedule import Scheduler, builtin_schedules
 from wcu_ai.task_runner.shutdown import stop_event_on_signals
 from wcu_ai.task_runner.worker import Worker
+from wcu_ai.tasks.model import error_text
 from wcu_ai.tasks.registry import TaskRegistry, diagnostic_registry
 from wcu_ai.tasks.retention import PRUNE_TASK, prune_tasks
 
@@ -46,7 +52,7 @@ def build_registry(
     registry.register(PARSE_TASK, parser.handle)
     registry.register(METRICS_TASK, calculate_agent_metrics)
     registry.register(PRUNE_TASK, prune_tasks)
-    registry.register(SWEEP_TASK, sweep_stuck_documents)
+    registry.register(SWEEP_TASK, functools.partial(sweep_stuck_documents, metrics=metrics))
     return registry, resources
 
 
@@ -66,8 +72,10 @@ async def run_runner(settings: Settings) -> int:
     metrics = RunnerMetrics()
     registry, resources = build_registry(settings, metrics)
     metrics.track_task_types(registry.task_types)
-    async with resources, metrics_served(settings, metrics):
-        await asyncio.to_thread(initialize_database, settings)
+    health = RunnerHealth()
+    ticker = asyncio.create_task(health.tick(), name="health-tick")
+    async with resources, metrics_served(settings, metrics, health):
+        health.initialised = await initialise(settings, stop)
         while not stop.is_set():
             leadership = Leadership(settings, runner_id)
             if not await leadership.acquire(stop):
@@ -94,12 +102,44 @@ async def run_runner(settings: Settings) -> int:
                     "not the leader any more; standing by to take the lock again",
                     extra={"action": "runner.rejoining", "runner": runner_id},
                 )
+    ticker.cancel()
     logger.info("runner stopped", extra={"action": "runner.stopped", "runner": runner_id})
     return 0
 
 
+# Start-up waits for an unreachable database, retrying after 1, 2, 4 … 30 s.
+_INIT_RETRY_MAX_SECONDS = 30.0
+
+
+async def initialise(settings: Settings, stop: asyncio.Event) -> bool:
+    """Initialises the database (Agno's tables, then the migrations), waiting for it while it cannot
+    be reached; False when stopped before it could. A runner started before its database (a
+    cluster coming up, a failover) stands by and serves its metrics meanwhile instead of exiting:
+    an orchestrator would restart it in a loop with a growing back-off (CrashLoopBackOff). Anything
+    but an unreachable database (a failing migration) still ends the runner."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(initialize_database, settings)
+            return True
+        # connect() reports a refused or timed-out connection as DatabaseUnavailableError; a server
+        # lost half-way through is psycopg's OperationalError, or SQLAlchemy's (Agno's tables).
+        except (DatabaseUnavailableError, psycopg.OperationalError, sqlalchemy.exc.OperationalError) as exc:
+            error = exc.message if isinstance(exc, DatabaseUnavailableError) else error_text(exc)
+        logger.warning(
+            "database unavailable at start; initialising again shortly",
+            extra={"action": "runner.init_waiting", "error": error, "retry_in_s": delay},
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(_INIT_RETRY_MAX_SECONDS, delay * 2)
+    return False
+
+
 @contextlib.asynccontextmanager
-async def metrics_served(settings: Settings, metrics: RunnerMetrics) -> AsyncIterator[None]:
+async def metrics_served(
+    settings: Settings, metrics: RunnerMetrics, health: RunnerHealth
+) -> AsyncIterator[None]:
     """The metrics listener for the runner's whole life, from before the database is initialised:
     a standby, and a runner still waiting for its database, answer too. Off without a port."""
     if settings.runner_metrics_port is None:
@@ -109,11 +149,15 @@ async def metrics_served(settings: Settings, metrics: RunnerMetrics) -> AsyncIte
     metrics.registry.register(queue)
     try:
         with serve_metrics(
-            metrics.registry, settings.runner_metrics_host, settings.runner_metrics_port, settings.metrics_key
+            metrics.registry,
+            settings.runner_metrics_host,
+            settings.runner_metrics_port,
+            settings.metrics_key,
+            health,
         ):
             yield
     finally:
-        queue.close()
+        queue.close()  # never waits, even on a read the database does not answer
 
 
 def main() -> None:

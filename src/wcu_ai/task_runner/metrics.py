@@ -3,15 +3,18 @@ and the queue as the database sees it. Served by task_runner/metrics_listener.py
 
 Counting is a few increments at the points where the worker already logs an outcome: no await,
 no database round trip per task. Task types are label values only when this runner registers
-them; any other (the API enqueues whatever type it is given) counts as "unknown", so a client
-cannot grow the number of series.
+them; any other (`wcu-ai enqueue` and a direct INSERT take any type) counts as "unknown", so a
+made-up type never grows the number of series.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -52,9 +55,21 @@ _OUTCOMES = {
     "task.failed": "failed",
     "task.released": "released",
 }
-OUTCOMES = (*_OUTCOMES.values(), "lost", "unrecorded")
+OUTCOMES = (*_OUTCOMES.values(), "lost", "cancelled", "unrecorded")
 DOCUMENT_KINDS = ("pdf", "docx", "other")
-FAILURE_REASONS = ("limit", "timeout", "encrypted", "unreadable", "tool_missing", "tool", "error")
+# "expired" and "cancelled" are the sweep's (documents/sweep.py): the parse ended without failing the
+# document itself, because its runner died on the last attempt (an OOM kill) or it was cancelled.
+FAILURE_REASONS = (
+    "limit",
+    "timeout",
+    "encrypted",
+    "unreadable",
+    "tool_missing",
+    "tool",
+    "error",
+    "expired",
+    "cancelled",
+)
 RESTART_REASONS = ("timeout", "died", "exited", "recycled", "error")
 # From a no-op (milliseconds) to WCU_TASK_TIMEOUT_SECONDS' default (900 s).
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
@@ -97,7 +112,7 @@ class RunnerMetrics:
             "wcu_runner_task_outcomes",
             "Task attempts ended, by task type and outcome: succeeded, failed, retried (failed, "
             "queued again), released (handed back at shutdown), lost (another runner held the task "
-            "by then), unrecorded (the database did not take the outcome; the lease will expire)",
+            "by then), cancelled (stopped by an operator's cancel), unrecorded (the database did not take the outcome; the lease will expire)",
             ["task_type", "outcome"],
             registry=r,
         )
@@ -123,7 +138,7 @@ class RunnerMetrics:
         )
         self.leases_lost = Counter(
             "wcu_runner_leases_lost",
-            "Running tasks abandoned because the heartbeat found their lease taken",
+            "Running tasks abandoned because the heartbeat found their lease taken by another runner",
             registry=r,
         )
         self.documents_parsed = Counter(
@@ -197,6 +212,12 @@ class RunnerMetrics:
     def document_failed(self, kind: str, exc: BaseException) -> None:
         self.documents_failed.labels(kind if kind in DOCUMENT_KINDS else "other", failure_reason(exc)).inc()
 
+    def document_swept(self, kind: str, reason: str) -> None:
+        """A document the stuck-document sweep marked failed; `reason` is one of FAILURE_REASONS."""
+        self.documents_failed.labels(
+            kind if kind in DOCUMENT_KINDS else "other", reason if reason in FAILURE_REASONS else "error"
+        ).inc()
+
     def libreoffice_restarted(self, reason: str) -> None:
         self.libreoffice_restarts.labels(reason).inc()
 
@@ -209,23 +230,35 @@ class QueueStats(Collector):
     either leadership state (a standby, which works nothing, reports the queue too: that is when a
     stuck queue matters most). The cost is bounded per scrape: one statement on partial indexes
     with capped counts (metrics.sql), under a statement timeout, on one connection of its own
-    (never the worker's pool). Scrapes are serialised, so concurrent scrapers never open more. When
-    the database does not answer, `wcu_task_queue_stats_up` is 0 and the figures are left out
-    rather than reported stale.
+    (never the worker's pool). When the database does not answer, `wcu_task_queue_stats_up` is 0
+    and the figures are left out rather than reported stale.
+
+    A scrape answers within `timeout_seconds` + 1 whatever the database does. The statement
+    timeout cannot fire on a server that does not answer at all (a frozen backend, a silent
+    partition), so the read runs in a thread of its own and the scrape waits for it only that long;
+    past it, the read is aborted by shutting its socket down, which ends the thread's wait at once.
+    One read at most is in flight: concurrent scrapes share it, and while a read the abort could
+    not end is still alive they answer "down" without starting another. So the cost stays one
+    thread and one connection, and close() never waits on a read.
     """
 
     def __init__(self, settings: Settings, *, timeout_seconds: float = 2.0) -> None:
         self._settings = settings
         self._timeout = timeout_seconds
+        # Guards the fields below; never held across I/O, so a hung read blocks no one.
+        self._lock = threading.Lock()
         self._conn: psycopg.Connection[dict[str, Any]] | None = None
-        self._lock = threading.RLock()  # close() takes it too, also from inside _read
+        # A duplicate of the connection's descriptor: shutting it down aborts a read in flight, and
+        # being ours it can never name another file, even once libpq has closed its own.
+        self._sock: socket.socket | None = None
+        self._reading: _Read | None = None
+        self._closed = False
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            row = self._read()
+        row = self._read_in_time()
         yield GaugeMetricFamily(
             "wcu_task_queue_stats_up",
             "1 when this scrape could read the queue from the database, else 0",
@@ -247,18 +280,50 @@ class QueueStats(Collector):
             max(0.0, row["oldest_due_age"] or 0.0),
         )
 
-    def _read(self) -> dict[str, Any] | None:
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = self._connect()
-            return self._conn.execute(Q["queue_stats"], {"cap": QUEUE_COUNT_CAP}).fetchone()
-        except (psycopg.Error, OSError) as exc:
+    def _read_in_time(self) -> dict[str, Any] | None:
+        with self._lock:
+            if self._closed:
+                return None
+            read = self._reading
+            if read is None:
+                read = self._reading = _Read(time.monotonic() + self._timeout + 1.0)
+                threading.Thread(
+                    target=self._read, args=(read,), name="metrics-queue-read", daemon=True
+                ).start()
+        if read.done.wait(max(0.0, read.deadline - time.monotonic())):
+            return read.row
+        if not read.aborted:
+            read.aborted = True
             logger.warning(
-                "metrics: could not read the queue",
-                extra={"action": "runner.metrics_queue_error", "error": str(exc).strip().split("\n")[0]},
+                "metrics: the database did not answer the queue read in time; aborting it",
+                extra={"action": "runner.metrics_queue_timeout", "timeout_s": self._timeout + 1.0},
             )
-            self.close()
-            return None
+        self._abort()
+        return None
+
+    def _read(self, read: _Read) -> None:
+        try:
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = self._connect()
+                with self._lock:
+                    self._conn, self._sock = conn, socket.socket(fileno=os.dup(conn.pgconn.socket))
+            read.row = conn.execute(Q["queue_stats"], {"cap": QUEUE_COUNT_CAP}).fetchone()
+        except (psycopg.Error, OSError) as exc:
+            if not read.aborted:
+                logger.warning(
+                    "metrics: could not read the queue",
+                    extra={"action": "runner.metrics_queue_error", "error": str(exc).strip().split("\n")[0]},
+                )
+            self._drop_connection()
+        finally:
+            read.done.set()
+            with self._lock:
+                if self._reading is read:
+                    self._reading = None
+                closed = self._closed
+            if closed:
+                self._drop_connection()
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
         kwargs = connect_kwargs(self._settings)
@@ -269,9 +334,37 @@ class QueueStats(Collector):
         kwargs["application_name"] = "wcu-ai-metrics"
         return psycopg.connect(conninfo(self._settings), autocommit=True, row_factory=dict_row, **kwargs)
 
-    def close(self) -> None:
+    def _abort(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _drop_connection(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
-            if conn is not None:
-                with contextlib.suppress(psycopg.Error):
-                    conn.close()
+            sock, self._sock = self._sock, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                conn.close()
+        if sock is not None:
+            sock.close()
+
+    def close(self) -> None:
+        """Never waits: a read in flight is aborted and drops the connection when it ends."""
+        with self._lock:
+            self._closed = True
+            busy = self._reading is not None
+        self._abort()
+        if not busy:
+            self._drop_connection()
+
+
+class _Read:
+    """One read of the queue: its deadline, and its row once done (None: it failed)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.done = threading.Event()
+        self.row: dict[str, Any] | None = None
+        self.aborted = False

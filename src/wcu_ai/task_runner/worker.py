@@ -103,6 +103,8 @@ class Worker:
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], Task] = {}
+        # In-flight tasks the heartbeat found cancelled by an operator (stopped, not lost).
+        self._cancelled: set[UUID] = set()
         self._free_slots = list(range(settings.runner_concurrency - 1, -1, -1))
         self._completions = CompletionWriter(self._queue_connection, runner_id)
 
@@ -215,6 +217,15 @@ class Worker:
             finally:
                 self.metrics.task_ran(task.task_type, time.monotonic() - started)
         except asyncio.CancelledError:
+            if task.id in self._cancelled:
+                # Cancelled by an operator: the row already says so, there is nothing to write.
+                self._cancelled.discard(task.id)
+                self.metrics.task_outcome(task.task_type, "cancelled")
+                logger.info(
+                    "task cancelled by an operator; its attempt stopped",
+                    extra={"action": "task.cancelled", **log},
+                )
+                raise
             # Shutdown past the grace period: the task goes back untouched, its attempt unspent.
             await asyncio.shield(self._record(lambda: self._write(queue.release, task), log, "task.released"))
             raise
@@ -314,7 +325,7 @@ class Worker:
                 continue
             try:
                 async with self._queue_connection() as conn:
-                    held = await queue.extend_leases(
+                    held, cancelled = await queue.extend_leases(
                         conn,
                         runner=self.runner_id,
                         task_ids=ids,
@@ -329,13 +340,18 @@ class Worker:
                 continue
             self.metrics.lease_renewals.inc(len(held))
             for runner, task in list(self._inflight.items()):
-                if task.id not in held:
+                if task.id in held or runner.cancelling():
+                    continue
+                if task.id in cancelled:
+                    # An operator's decision, not a fault: _execute logs and counts it as such.
+                    self._cancelled.add(task.id)
+                else:
                     self.metrics.leases_lost.inc()
                     logger.error(
                         "lease lost; abandoning task",
                         extra={"action": "task.lease_lost", "task_id": str(task.id)},
                     )
-                    runner.cancel()
+                runner.cancel()
 
     async def _drain(self, grace: float) -> None:
         if not self._inflight:

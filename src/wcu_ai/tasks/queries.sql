@@ -52,9 +52,18 @@ SELECT extract(epoch FROM min(run_after) - now())::float8 AS due_in
 FROM ai_server_tasks WHERE status = 'queued';
 
 -- name: extend_leases
-UPDATE ai_server_tasks SET lease_expires_at = now() + make_interval(secs => %(lease)s)
-WHERE id = ANY(%(ids)s) AND locked_by = %(runner)s AND status = 'running'
-RETURNING id;
+-- Renews the leases this runner still holds (status 'running' in the answer) and reports the
+-- tasks an operator cancelled under it (cancel keeps locked_by), so the runner can tell a cancel
+-- from a lease another runner took; a task in neither list is lost.
+WITH renewed AS (
+    UPDATE ai_server_tasks SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+    WHERE id = ANY(%(ids)s) AND locked_by = %(runner)s AND status = 'running'
+    RETURNING id, status
+)
+SELECT id, status FROM renewed
+UNION ALL
+SELECT id, status FROM ai_server_tasks
+WHERE id = ANY(%(ids)s) AND locked_by = %(runner)s AND status = 'cancelled';
 
 -- name: complete_many
 -- Several attempts' outcomes in one statement, each row guarded like `complete`: the runner
@@ -109,6 +118,13 @@ SELECT now() - make_interval(secs => %(older_than)s) AS cutoff;
 -- name: count_prunable
 SELECT count(*) AS n FROM ai_server_tasks
 WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < %(cutoff)s;
+
+-- name: any_prunable
+-- One index probe (ai_server_tasks_finished_idx): whether a bounded prune left any behind.
+SELECT EXISTS (
+    SELECT 1 FROM ai_server_tasks
+    WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < %(cutoff)s
+) AS any;
 
 -- name: prune_batch
 -- The oldest finished tasks, at most `limit`, through ai_server_tasks_finished_idx (its predicate

@@ -73,10 +73,13 @@ async def next_due_in(conn: AsyncConnection[Any]) -> float | None:
 
 async def extend_leases(
     conn: AsyncConnection[Any], *, runner: str, task_ids: list[UUID], lease_seconds: float
-) -> set[UUID]:
-    """Renews the leases this runner holds; returns the ids still held."""
+) -> tuple[set[UUID], set[UUID]]:
+    """Renews the leases this runner holds; returns (the ids still held, the ids an operator
+    cancelled while this runner worked them). Any other id was taken by another runner."""
     params = {"lease": lease_seconds, "ids": task_ids, "runner": runner}
-    return {r["id"] for r in await (await conn.execute(Q["extend_leases"], params)).fetchall()}
+    rows = await (await conn.execute(Q["extend_leases"], params)).fetchall()
+    held = {r["id"] for r in rows if r["status"] == TaskStatus.RUNNING}
+    return held, {r["id"] for r in rows if r["status"] == TaskStatus.CANCELLED}
 
 
 async def _end_attempt(conn: AsyncConnection[Any], name: str, task: Task, runner: str, **params: Any) -> bool:
@@ -156,6 +159,11 @@ async def count_prunable(conn: AsyncConnection[Any], cutoff: datetime) -> int:
     row = await (await conn.execute(Q["count_prunable"], {"cutoff": cutoff})).fetchone()
     assert row is not None
     return int(row["n"])
+
+
+async def any_prunable(conn: AsyncConnection[Any], cutoff: datetime) -> bool:
+    row = await (await conn.execute(Q["any_prunable"], {"cutoff": cutoff})).fetchone()
+    return bool(row and row["any"])
 
 
 async def prune_batch(conn: AsyncConnection[Any], cutoff: datetime, limit: int) -> int:

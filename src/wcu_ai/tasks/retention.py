@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from wcu_ai.errors import DatabaseUnavailableError
 from wcu_ai.tasks import queue
 from wcu_ai.tasks.model import Task
 from wcu_ai.tasks.registry import TaskContext
@@ -52,15 +54,26 @@ async def prune_finished(
         cutoff = await queue.prune_cutoff(conn, older_than_seconds)
     started = time.monotonic()
     deleted = 0
-    for _ in range(max_batches):
-        if time_budget_seconds is not None and time.monotonic() - started > time_budget_seconds:
-            break
+    try:
+        for _ in range(max_batches):
+            if time_budget_seconds is not None and time.monotonic() - started > time_budget_seconds:
+                break
+            async with pool.connection() as conn:
+                batch = await queue.prune_batch(conn, cutoff, batch_rows)
+            deleted += batch
+            if batch < batch_rows:
+                return PruneReport(cutoff=cutoff, deleted=deleted, complete=True)
+        # Stopped at a bound after a full batch: whether any are left is a question, not a given.
         async with pool.connection() as conn:
-            batch = await queue.prune_batch(conn, cutoff, batch_rows)
-        deleted += batch
-        if batch < batch_rows:
-            return PruneReport(cutoff=cutoff, deleted=deleted, complete=True)
-    return PruneReport(cutoff=cutoff, deleted=deleted, complete=False)
+            more = await queue.any_prunable(conn, cutoff)
+    except (psycopg.Error, PoolTimeout) as exc:
+        # Each batch committed on its own: say what is done, the next run goes on from there.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DatabaseUnavailableError(
+            f"the prune lost its database connection after deleting {deleted} tasks finished before "
+            f"{cutoff.isoformat()} ({type(exc).__name__}: {reason}); run it again to delete the rest"
+        ) from None
+    return PruneReport(cutoff=cutoff, deleted=deleted, complete=not more)
 
 
 async def prune_tasks(task: Task, ctx: TaskContext) -> dict[str, Any]:

@@ -61,7 +61,11 @@ async def upload_document(
 ) -> Any:
     """Multipart upload (field `file`) of a PDF or DOCX, detected from its bytes; parsing is queued."""
     async with receive_file(
-        request, field="file", max_bytes=settings.upload_max_bytes, scratch_dir=request.state.upload_dir
+        request,
+        field="file",
+        max_bytes=settings.upload_max_bytes,
+        scratch_dir=request.state.upload_dir,
+        budget=request.state.scratch_budget,
     ) as received:
         kind = detect_type(received.path)
         if kind is None:
