@@ -22,11 +22,12 @@ import asyncio
 import json
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,14 +45,17 @@ from concurrent.futures import ThreadPoolExecutor
 from unoserver.client import UnoClient
 spec = json.loads(sys.argv[1])
 clients = [UnoClient(server="127.0.0.1", port=str(port)) for port in spec["ports"]]
+each = []
 def run(lane):
     client = clients[lane]
     for src, out in spec["lanes"][lane]:
+        begun = time.perf_counter()
         client.convert(inpath=src, outpath=out, convert_to="pdf", infiltername=spec["filter"])
+        each.append((src, time.perf_counter() - begun))
 begun = time.perf_counter()
 with ThreadPoolExecutor(len(spec["lanes"])) as pool:
     list(pool.map(run, range(len(spec["lanes"]))))
-print(json.dumps({"seconds": time.perf_counter() - begun}))
+print(json.dumps({"seconds": time.perf_counter() - begun, "each": each}))
 """
 
 
@@ -60,6 +64,8 @@ class Rates:
     one: float  # conversions per second, one at a time
     two: float  # conversions per second, two at a time
     conversions: int
+    # median seconds of one conversion, one at a time, by the document's page count
+    each: dict[int, float] = field(default_factory=dict)
 
 
 def free_port() -> int:
@@ -93,6 +99,15 @@ def check_pdf(path: Path, pages: list[str]) -> None:
             raise RuntimeError(f"{path} lacks {page[:20]!r}")
 
 
+def by_pages(documents: list[tuple[Path, list[str]]], each: list[tuple[str, float]]) -> dict[int, float]:
+    """Median seconds per conversion of each document, by its page count."""
+    pages = {str(src): len(p) for src, p in documents}
+    times: dict[int, list[float]] = {}
+    for src, seconds in each:
+        times.setdefault(pages[src], []).append(seconds)
+    return {n: statistics.median(t) for n, t in sorted(times.items())}
+
+
 def lanes(jobs: list[tuple[Path, list[str]]], parallel: int) -> list[list[tuple[Path, list[str]]]]:
     return [jobs[i::parallel] for i in range(parallel)]
 
@@ -105,9 +120,14 @@ def ours(documents: list[tuple[Path, list[str]]], work: Path, rounds: int) -> Ra
 
     jobs = documents * rounds
 
+    each: list[tuple[str, float]] = []
+
     async def convert(converter: OfficeConverter, lane: list[tuple[Path, list[str]]], out: Path) -> None:
         for src, pages in lane:
-            check_pdf(await converter.convert_to_pdf(src, out, timeout=300), pages)
+            begun = time.perf_counter()
+            pdf = await converter.convert_to_pdf(src, out, timeout=300)
+            each.append((str(src), time.perf_counter() - begun))
+            check_pdf(pdf, pages)
 
     async def main() -> Rates:
         converters = [OfficeConverter(slot, work / "office") for slot in (0, 1)]
@@ -116,6 +136,7 @@ def ours(documents: list[tuple[Path, list[str]]], work: Path, rounds: int) -> Ra
                 await convert(converter, documents[:1], work / f"warm-{slot}")
             rates = []
             for parallel in (1, 2):
+                each.clear()
                 begun = time.perf_counter()
                 await asyncio.gather(
                     *(
@@ -124,7 +145,9 @@ def ours(documents: list[tuple[Path, list[str]]], work: Path, rounds: int) -> Ra
                     )
                 )
                 rates.append(len(jobs) / (time.perf_counter() - begun))
-            return Rates(rates[0], rates[1], len(jobs))
+                if parallel == 1:
+                    one_each = by_pages(documents, each)
+            return Rates(rates[0], rates[1], len(jobs), one_each)
         finally:
             for converter in converters:
                 converter.close()
@@ -218,6 +241,7 @@ def peer(
     python = unoserver_venv(venv or work / "unoserver-venv")
     jobs = documents * rounds
     servers = Unoservers(python, work, 2)
+    each: dict[int, float] = {}  # one at a time, filled by drive()
     try:
 
         def drive(job_lanes: list[list[tuple[Path, list[str]]]], out: Path, timeout: float) -> float:
@@ -240,7 +264,10 @@ def peer(
             for lane, jobs_ in enumerate(job_lanes):
                 for k, (src, pages) in enumerate(jobs_):
                     check_pdf(out / f"{lane}-{k}-{src.stem}.pdf", pages)
-            return float(json.loads(done.stdout)["seconds"])
+            figures = json.loads(done.stdout)
+            if len(job_lanes) == 1:
+                each.update(by_pages(documents, figures["each"]))
+            return float(figures["seconds"])
 
         # Ready when a conversion goes through (its LibreOffice started, its profile made).
         deadline = time.monotonic() + 120
@@ -253,7 +280,7 @@ def peer(
                     raise
                 time.sleep(0.5)
         rates = [len(jobs) / drive(lanes(jobs, n), work / f"peer-out-{n}", 600) for n in (1, 2)]
-        return Rates(rates[0], rates[1], len(jobs)), unoserver_version(python)
+        return Rates(rates[0], rates[1], len(jobs), each), unoserver_version(python)
     finally:
         servers.stop()
 
@@ -277,6 +304,10 @@ def main() -> int:
     print(f"{'at a time':<12}{'ours/s':>9}{'unoserver/s':>13}{'ratio':>8}")
     for label, a, b in (("1", mine.one, theirs.one), ("2", mine.two, theirs.two)):
         print(f"{label:<12}{a:>9.2f}{b:>13.2f}{a / b:>7.2f}x")
+    print(f"\n{'one DOCX':<12}{'ours s':>9}{'unoserver s':>13}{'ratio':>8}")
+    for n in PAGES:
+        a, b = mine.each[n], theirs.each[n]
+        print(f"{f'{n} pages':<12}{a:>9.3f}{b:>13.3f}{a / b:>7.2f}x")
     return 0
 
 
