@@ -59,9 +59,36 @@
             inherit pkgs lib rev;
             inherit (py) app;
           };
+          sboms = import ./nix/sbom.nix {
+            inherit
+              pkgs
+              python
+              py
+              rev
+              images
+              ;
+          };
+          # Only this system's images: building apps.<system>.push never needs another
+          # architecture (.ci/nix-check checks the requisites on the offline evaluation).
+          push = import ./nix/push.nix {
+            inherit
+              pkgs
+              lib
+              rev
+              system
+              images
+              sboms
+              ;
+          };
         in
         {
-          inherit pkgs py images;
+          inherit
+            pkgs
+            py
+            images
+            sboms
+            push
+            ;
         };
       for = lib.genAttrs systems perSystem;
     in
@@ -70,23 +97,25 @@
         default = for.${system}.py.venv;
         inherit (for.${system}.py) venv app;
         inherit (for.${system}.images) api-image runner-image;
+        api-image-sbom = for.${system}.sboms.api-image;
+        runner-image-sbom = for.${system}.sboms.runner-image;
       });
 
       checks = forAllSystems (
         system:
         import ./nix/checks.nix {
           inherit lib python;
-          inherit (for.${system}) pkgs py images;
+          inherit (for.${system})
+            pkgs
+            py
+            images
+            push
+            ;
         }
       );
 
       apps = forAllSystems (system: {
-        push =
-          (import ./nix/push.nix {
-            inherit lib rev;
-            inherit (for.${system}) pkgs;
-            images = lib.genAttrs systems (s: for.${s}.images);
-          }).app;
+        inherit (for.${system}.push) push push-manifest;
       });
 
       devShells = forAllSystems (system: {

@@ -174,9 +174,10 @@ def fill_chunks(db_url: str, count: int, per_document: int = 100) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("TRUNCATE parsed_documents CASCADE")
         conn.execute(
-            "INSERT INTO parsed_documents (filename, content_type, kind, sha256, size_bytes, status, page_count) "
+            "INSERT INTO parsed_documents (filename, content_type, kind, sha256, size_bytes, status, page_count, "
+            "text_search_config) "
             "SELECT 'scale-' || d || '.pdf', 'application/pdf', 'pdf', sha256(('scale-' || d)::bytea), 1000, "
-            "'parsed', 10 FROM generate_series(1, %s) AS d",
+            "'parsed', 10, 'english' FROM generate_series(1, %s) AS d",
             (documents,),
         )
         conn.execute(
@@ -223,9 +224,12 @@ def search_direct(db_url: str) -> Callable[[str, int], Callable[[], object]]:
 
 
 def search_plan(db_url: str, query: str, limit: int) -> list[str]:
+    """The indexes search_text's plan reads, with the parameters search.py passes it."""
     from wcu_ai.documents.store import Q
+    from wcu_ai.documents.textsearch import TEXT_SEARCH_CONFIGS
 
-    return plan_indexes(db_url, Q["search_text"], {"q": query, "limit": limit})
+    params = {"q": query, "limit": limit, "configs": list(TEXT_SEARCH_CONFIGS)}
+    return plan_indexes(db_url, Q["search_text"], params)
 
 
 # -- listing -------------------------------------------------------------------------------------
@@ -274,7 +278,7 @@ def pdf_of(size: int) -> bytes:
 
 
 def raw_insert_seconds(db_url: str, content: bytes) -> float:
-    """One INSERT of the same bytes into a table stored like parsed_document_blobs."""
+    """One INSERT of the same bytes into a bytea column stored EXTERNAL, as the upload tables are."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS bench_blob (content bytea NOT NULL)")
         conn.execute("ALTER TABLE bench_blob ALTER COLUMN content SET STORAGE EXTERNAL")

@@ -5,6 +5,8 @@
   python,
   py,
   images,
+  # this system's push scripts (nix/push.nix)
+  push,
 }:
 let
   inherit (images) api-image runner-image;
@@ -21,6 +23,22 @@ let
       ${script}
     '';
   jqCheck = name: mkCheck name [ pkgs.jq ];
+
+  fixtures = import ./fixtures.nix { inherit pkgs; };
+
+  # The VM test's database image (check-only) and its entrypoint script.
+  pgvector = import ./pgvector-image.nix { inherit pkgs lib; };
+
+  # Every writeShellApplication of the flake. Building one runs `bash -n` on it; shellcheck
+  # runs in its build in older nixpkgs and is its passthru.tests.shellcheck in newer ones
+  # (pkgs/build-support/trivial-builders/default.nix), which no check builds unless named:
+  # both are built here. .ci/nix-check fails if the offline evaluation did not lint one of
+  # the writeShellApplication scripts in nix/ (it reaches them through this check).
+  shellScripts = [
+    push.pushScript
+    push.manifestScript
+    pgvector.entrypoint
+  ];
 
   # Every .nix file of the repository, for the formatting check.
   nixFiles = lib.fileset.toSource {
@@ -79,13 +97,14 @@ in
     dontBuild = true;
     doCheck = true;
 
+    # The runner image's document tools (soffice, poppler, tesseract, prlimit): with CI=true
+    # a test fails when the code's tools are not on PATH.
     nativeCheckInputs = [
       py.devVenv
       postgresql
       pkgs.postgresqlTestHook
-      images.office
-      images.popplerUtils
-    ];
+    ]
+    ++ images.runnerTools;
 
     # postgresqlTestHook: a server in the build sandbox (unix socket under $NIX_BUILD_TOP,
     # no TCP; PGUSER=test_user, PGDATABASE=test_db). tests/conftest.py creates a fresh
@@ -100,10 +119,9 @@ in
       export FONTCONFIG_FILE=${images.fontsConf}
       export WCU_TEST_DATABASE_URL="postgresql:///$PGDATABASE?host=$PGHOST"
       # `wcu-ai dev` on its embedded PostgreSQL (pgserver) is a developer convenience
-      # that no image contains; pgserver is not in this environment (no linux-aarch64
-      # wheel) and the sandbox has no /tmp for its socket. The runner-as-PID-1 tests need
-      # root to create PID namespaces; the VM test runs the real image as PID 1 instead.
-      # .ci/run runs both.
+      # that no image contains, and pgserver is not in this environment (no linux-aarch64
+      # wheel). The runner-as-PID-1 tests need root to create PID namespaces; the VM test
+      # runs the real image as PID 1 instead. .ci/run runs both.
       pytest -p no:cacheprovider -m "not embedded_postgres and not pid_namespace"
       runHook postCheck
     '';
@@ -156,7 +174,8 @@ in
     touch $out
   '';
 
-  # The fonts LibreOffice needs for Office documents are found through FONTCONFIG_FILE.
+  # The fonts LibreOffice needs for Office documents are found through FONTCONFIG_FILE,
+  # and fontconfig's metric aliases apply: a DOCX in Calibri is laid out in Carlito.
   runner-fonts = mkCheck "check-runner-fonts" [ fontconfigBin ] ''
     export HOME=$TMPDIR
     export FONTCONFIG_FILE=${images.fontsConf}
@@ -164,8 +183,58 @@ in
     for family in "Liberation Sans" "Liberation Serif" Carlito Caladea "DejaVu Sans"; do
       grep -q "$family" families.txt || { echo "missing font $family" >&2; exit 1; }
     done
+    for alias in Calibri:Carlito Cambria:Caladea Arial:"Liberation Sans" "Times New Roman":"Liberation Serif"; do
+      got=$(fc-match -f '%{family[0]}' "''${alias%%:*}")
+      [ "$got" = "''${alias#*:}" ] || { echo "fc-match ''${alias%%:*}: $got, not ''${alias#*:}" >&2; exit 1; }
+    done
     touch $out
   '';
 
-  vm = import ./vm-test.nix { inherit pkgs images; };
+  # The runner's document tools, on the image's PATH: OCR of a rendered PDF page reads
+  # the text back (pdftoppm + tesseract with English data), prlimit runs.
+  runner-tools = mkCheck "check-runner-tools" [ ] ''
+    export HOME=$TMPDIR
+    export FONTCONFIG_FILE=${images.fontsConf}
+    for tool in ${lib.escapeShellArgs images.runnerToolNames}; do
+      PATH=${images.runnerPath} command -v "$tool" || { echo "runner image: $tool is not on PATH" >&2; exit 1; }
+    done
+    # The image's PATH first; the sandbox's own tools (grep, tee, touch) after it.
+    export PATH=${images.runnerPath}:$PATH
+    tesseract --list-langs | grep -qx eng
+    prlimit --as=4294967296 --cpu=60 -- pdfinfo ${fixtures}/sample.pdf
+    pdftoppm -r 200 -png -f 1 -l 1 ${fixtures}/sample.pdf page
+    tesseract page-1.png - -l eng | tee ocr.txt
+    grep -qi "integration test document" ocr.txt
+    touch $out
+  '';
+
+  # The push apps find every tool they run on their own PATH (they do not inherit the
+  # caller's). Their build already fails without one (push.toolsChecked); this runs them.
+  push-tools = mkCheck "check-push-tools" [ ] ''
+    ${lib.getExe push.pushScript} --check-tools
+    ${lib.getExe push.manifestScript} --check-tools
+    touch $out
+  '';
+
+  shell-scripts = pkgs.linkFarm "wcu-ai-shell-scripts" (
+    map (script: {
+      inherit (script) name;
+      path = script;
+    }) shellScripts
+    ++ lib.concatMap (
+      script:
+      lib.mapAttrsToList (test: path: {
+        name = "${script.name}-${test}";
+        inherit path;
+      }) (script.tests or { })
+    ) shellScripts
+  );
+
+  # Built on every runner, also those without KVM that skip the VM test.
+  pgvector-image = pgvector.image;
+
+  vm = import ./vm-test.nix {
+    inherit pkgs images fixtures;
+    pgvector-image = pgvector.image;
+  };
 }

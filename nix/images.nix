@@ -103,8 +103,9 @@ let
   # Courier New), Carlito (Calibri), Caladea (Cambria), DejaVu as the fallback.
   # carlito and caladea are looked up by name: they exist in nixpkgs
   # (pkgs/by-name/ca/carlito, pkgs/by-name/ca/caladea) but not in the offline stand-in
-  # used to evaluate this flake here; checks.<system>.runner-fonts fails a real build if
-  # either is missing from the fonts the runner image uses.
+  # used to evaluate this flake here; the runner image's build fails without them
+  # (requireTools below) and checks.<system>.runner-fonts fails if fontconfig does not find
+  # them through the fonts the runner image uses.
   officeFontNames = [
     "carlito"
     "caladea"
@@ -116,7 +117,25 @@ let
       pkgs.dejavu_fonts
     ]
     ++ officeFonts;
+    # fontconfig's own rules (30-metric-aliases.conf: Calibri -> Carlito, Arial ->
+    # Liberation Sans, ...). The default, /etc/fonts/conf.d, does not exist in the image.
+    includes = [ "${pkgs.fontconfig.out}/etc/fonts/conf.d" ];
   };
+
+  # OCR for scanned PDFs: pdftoppm (poppler-utils) renders, tesseract reads. The default
+  # tesseract5 carries every language's data; only English is kept (WCU_OCR_LANGUAGES
+  # defaults to eng; add languages here to allow more). prlimit runs every document tool
+  # under kernel limits; util-linuxMinimal's `bin` output is the smallest that has it (its
+  # `lib` output is in LibreOffice's closure already, through glib's libmount).
+  # tesseract5 and util-linuxMinimal are not in the offline stand-in nixpkgs (they are
+  # pkgs/applications/graphics/tesseract and pkgs/top-level/all-packages.nix there):
+  # looked up by name; the runner image's build fails without them (requireTools below)
+  # and checks.<system>.runner-tools runs them.
+  ocrLanguages = [ "eng" ];
+  ocr = lib.optional (pkgs ? tesseract5) (
+    pkgs.tesseract5.override { enableLanguages = ocrLanguages; }
+  );
+  prlimit = lib.optional (pkgs ? util-linuxMinimal) (lib.getBin pkgs.util-linuxMinimal);
 
   # libreoffice-still: the build Hydra caches (no Writer-only or headless variant exists;
   # overriding the unwrapped build means hours of compiling). The -qt variants add
@@ -127,12 +146,47 @@ let
   office = pkgs.libreoffice-still.override { dbusVerify = false; };
   popplerUtils = pkgs.poppler-utils;
 
-  # soffice, pdftotext and pdfinfo are looked up on PATH by the runner.
-  runnerPath = lib.makeBinPath [
-    app
+  # The document tools the runner looks up on PATH, named in ./runner-tools.json
+  # (tests/nix/test_runner_tools.py fails when the code needs one the file lacks), and the
+  # packages that provide them: the runner image's PATH and the pytest check's, one list so
+  # the two cannot drift.
+  runnerToolNames = (lib.importJSON ./runner-tools.json).tools;
+  runnerTools = [
     office
     popplerUtils
-  ];
+  ]
+  ++ ocr
+  ++ prlimit;
+  runnerPath = lib.makeBinPath ([ app ] ++ runnerTools);
+
+  # Attributes looked up with `pkgs ? name` above: a real nixpkgs without one must fail the
+  # image build (a runner without prlimit refuses every document), not drop it silently.
+  # The offline stand-in lacks them all; there the image is only evaluated, never built.
+  lookedUp = [
+    "tesseract5"
+    "util-linuxMinimal"
+  ]
+  ++ officeFontNames;
+  missingAttrs = lib.filter (name: !(pkgs ? ${name})) lookedUp;
+
+  # Part of the runner image's extraCommands (a bash build step of the customisation
+  # layer): the build fails on a missing attribute or on a tool its PATH does not have.
+  requireTools =
+    {
+      image,
+      path,
+      tools,
+    }:
+    lib.optionalString (missingAttrs != [ ]) ''
+      echo "${image}: this nixpkgs has no ${lib.concatStringsSep ", " missingAttrs}" >&2
+      exit 1
+    ''
+    + ''
+      for tool in ${lib.escapeShellArgs tools}; do
+        PATH=${path} command -v "$tool" >/dev/null ||
+          { echo "${image}: $tool is not on the image's PATH" >&2; exit 1; }
+      done
+    '';
 
   mkImage =
     {
@@ -142,6 +196,8 @@ let
       extraEnv ? [ ],
       extraConfig ? { },
       extraHomeDirs ? [ ],
+      # a bash build step that fails the build (requireTools)
+      buildTest ? "",
     }:
     pkgs.dockerTools.buildLayeredImage {
       inherit name layeringPipeline;
@@ -151,7 +207,8 @@ let
       # because the layer is tarred inside the build. Layered images have no /tmp.
       extraCommands = ''
         mkdir -m 1777 tmp
-      '';
+      ''
+      + buildTest;
       # fakeroot makes the chown stick in the layer: HOME belongs to uid 1000.
       fakeRootCommands = ''
         mkdir -p .${home} ${lib.concatMapStringsSep " " (d: ".${home}/${d}") extraHomeDirs}
@@ -181,12 +238,20 @@ let
 
   runner-image = mkImage {
     name = "wcu-ai-task-runner";
-    description = "wcu-ai singleton task runner (documents: LibreOffice, poppler)";
+    description = "wcu-ai singleton task runner (documents: LibreOffice, poppler, tesseract)";
     entrypoint = "runner";
+    # Prometheus metrics when WCU_RUNNER_METRICS_PORT is set (9464 recommended; off by
+    # default). The API's metrics are on its own port, 8000.
+    extraConfig.ExposedPorts."9464/tcp" = { };
     extraEnv = [
       "PATH=${runnerPath}"
       "FONTCONFIG_FILE=${fontsConf}"
     ];
+    buildTest = requireTools {
+      image = "wcu-ai-task-runner";
+      path = runnerPath;
+      tools = [ "wcu-ai" ] ++ runnerToolNames;
+    };
     # LibreOffice writes its user profile under $HOME/.config/libreoffice.
     extraHomeDirs = [
       ".config"
@@ -202,6 +267,9 @@ in
     fontsConf
     office
     popplerUtils
+    runnerToolNames
+    runnerTools
+    runnerPath
     uid
     home
     ;

@@ -1,20 +1,26 @@
-# Integration test in a NixOS VM: both images loaded into Docker, PostgreSQL 16 with
-# pgvector as a NixOS service, the runner started first (Agno tables, migrations), then
-# the API; health probes, a PDF and a DOCX uploaded and parsed, a clean runner stop.
+# Integration test in a NixOS VM: the two images and a PostgreSQL 16 + pgvector image
+# (./pgvector-image.nix, check-only) loaded into Docker; the containers reach the
+# database by name over a user-defined Docker network, as they would reach RDS. The
+# runner starts first (Agno tables, migrations) with the hardening deployment.md
+# recommends (--read-only, tmpfs /tmp and /home/app), then the API; health probes, a PDF
+# and a DOCX uploaded and parsed, a clean runner stop, and the images' sizes in the log.
 # The test script itself is ./vm-test.py; the values it needs are prepended here.
-{ pkgs, images }:
+{
+  pkgs,
+  images,
+  # ./pgvector-image.nix's image and ./fixtures.nix, shared with the other checks
+  pgvector-image,
+  fixtures,
+}:
 let
   inherit (images) api-image runner-image;
 
-  fixtures = pkgs.runCommand "wcu-ai-fixtures" { nativeBuildInputs = [ pkgs.python3 ]; } ''
-    python3 ${./fixtures.py} "$out"
-  '';
-
+  ref = image: "${image.imageName}:${image.imageTag}";
   params = ''
-    api_image = "${api-image}"
-    runner_image = "${runner-image}"
-    api_ref = "${api-image.imageName}:${api-image.imageTag}"
-    runner_ref = "${runner-image.imageName}:${runner-image.imageTag}"
+    images = ["${runner-image}", "${api-image}", "${pgvector-image}"]
+    api_ref = "${ref api-image}"
+    runner_ref = "${ref runner-image}"
+    db_ref = "${ref pgvector-image}"
     fixtures = "${fixtures}"
   '';
 in
@@ -23,18 +29,12 @@ pkgs.testers.runNixOSTest {
 
   nodes.machine = {
     virtualisation = {
-      # LibreOffice alone is several hundred MB unpacked; images are loaded twice
-      # (tarball in the store, layers in /var/lib/docker).
-      diskSize = 8192;
+      # Three images, each twice: the tarball in the store and its layers in
+      # /var/lib/docker; LibreOffice's closure alone is about 1.7 GB unpacked.
+      diskSize = 16384;
       memorySize = 4096;
       cores = 2;
       docker.enable = true;
-    };
-
-    services.postgresql = {
-      enable = true;
-      package = pkgs.postgresql_16;
-      extensions = ps: [ ps.pgvector ];
     };
 
     environment.systemPackages = [

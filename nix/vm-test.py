@@ -1,49 +1,57 @@
 # NixOS test-driver script (Python). nix/vm-test.nix prepends:
-#   api_image, runner_image  image tarballs (docker load --input)
-#   api_ref, runner_ref      name:tag of the loaded images
-#   fixtures                 directory with sample.pdf and sample.docx
+#   images                      image tarballs (docker load --input)
+#   api_ref, runner_ref, db_ref name:tag of the loaded images
+#   fixtures                    directory with sample.pdf and sample.docx
 import json
+import shlex
 
 api_key = "vm-test-key-0123456789abcdef"
 db_password = "vm-test-password"
-database_url = f"postgresql://wcu:{db_password}@127.0.0.1:5432/wcu"
+# The database container by name on the user-defined network, as RDS by its host name.
+database_url = f"postgresql://wcu:{db_password}@db:5432/wcu"
 api = "http://127.0.0.1:8000"
 auth = f"-H 'Authorization: Bearer {api_key}'"
 
+
+def psql(query):
+    """The query run by the database container's superuser over its socket, as a command."""
+    return shlex.join(
+        ["docker", "exec", "db", "psql", "--host=/tmp", "--username=postgres", "--dbname=wcu", "-tAc", query]
+    )
+
+
 start_all()
 
-with subtest("PostgreSQL 16 with pgvector"):
-    machine.wait_for_unit("postgresql.service")
-    machine.wait_for_open_port(5432)
-    # What an administrator does once on RDS (rds_superuser): role, database, extension.
-    machine.succeed(
-        "runuser -u postgres -- psql -v ON_ERROR_STOP=1 -c "
-        f"\"CREATE ROLE wcu LOGIN PASSWORD '{db_password}'\"",
-        "runuser -u postgres -- psql -v ON_ERROR_STOP=1 -c 'CREATE DATABASE wcu OWNER wcu'",
-        "runuser -u postgres -- psql -v ON_ERROR_STOP=1 -d wcu -c 'CREATE EXTENSION vector'",
-    )
-
-with subtest("load both images"):
+with subtest("load the three images"):
     machine.wait_for_unit("sockets.target")
-    machine.succeed(
-        f"docker load --input={runner_image}",
-        f"docker load --input={api_image}",
-    )
+    for image in images:
+        machine.succeed(f"docker load --input={image}")
+    print(machine.succeed("docker image ls --format 'table {{.Repository}}:{{.Tag}}\\t{{.Size}}'"))
+    machine.succeed("docker network create wcu")
 
-with subtest("runner first: Agno tables, then migrations"):
-    machine.succeed(f"docker run -d --name runner --network=host -e DATABASE_URL={database_url} {runner_ref}")
+with subtest("PostgreSQL 16 with pgvector, in its container"):
+    machine.succeed(f"docker run -d --name db --network wcu -e POSTGRES_PASSWORD={db_password} {db_ref}")
+    # TCP answers only once the init step is done and the real server runs.
+    machine.wait_until_succeeds("docker exec db pg_isready --host=127.0.0.1 --port=5432", timeout=180)
+    machine.succeed(psql("SELECT extversion FROM pg_extension WHERE extname = 'vector'") + " | grep -q .")
+    # The application role has no superuser rights, as on RDS.
+    machine.succeed(psql("SELECT rolsuper FROM pg_roles WHERE rolname = 'wcu'") + " | grep -qx f")
+
+with subtest("runner first, read-only with tmpfs /tmp and /home/app: Agno tables, then migrations"):
+    machine.succeed(
+        "docker run -d --name runner --network wcu --read-only --tmpfs /tmp --tmpfs /home/app "
+        f"-e DATABASE_URL={database_url} {runner_ref}"
+    )
     machine.wait_until_succeeds(
-        "runuser -u postgres -- psql -d wcu -tAc "
-        "\"SELECT 1 FROM information_schema.tables WHERE table_name = 'ai_migrations'\" | grep -q 1",
+        psql("SELECT 1 FROM information_schema.tables WHERE table_name = 'ai_migrations'") + " | grep -q 1",
         timeout=300,
     )
     machine.succeed("test \"$(docker inspect -f '{{.State.Running}}' runner)\" = true")
 
 with subtest("API: liveness and readiness"):
     machine.succeed(
-        "docker run -d --name api --network=host "
-        f"-e DATABASE_URL={database_url} -e WCU_API_KEYS={api_key} "
-        f"-e WCU_API_HOST=127.0.0.1 -e WCU_API_PORT=8000 {api_ref}"
+        "docker run -d --name api --network wcu -p 127.0.0.1:8000:8000 "
+        f"-e DATABASE_URL={database_url} -e WCU_API_KEYS={api_key} {api_ref}"
     )
     machine.wait_for_open_port(8000)
     machine.wait_until_succeeds(f"curl -sf {api}/health", timeout=120)
@@ -68,7 +76,7 @@ def wait_parsed(doc_id):
     )
 
 
-with subtest("upload a PDF and a DOCX and wait until both are parsed"):
+with subtest("upload a PDF and a DOCX; the read-only runner parses both"):
     pdf_id = upload("sample.pdf", "application/pdf")
     docx_id = upload(
         "sample.docx",
@@ -82,3 +90,4 @@ with subtest("graceful stop: SIGTERM, exit code 0"):
     code = machine.succeed("docker inspect -f '{{.State.ExitCode}}' runner").strip()
     assert code == "0", f"runner exited with {code}"
     machine.succeed("docker stop --time 30 api")
+    machine.succeed("docker stop --time 30 db")

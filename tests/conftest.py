@@ -243,13 +243,14 @@ def skip_or_fail(message: str) -> None:
 
 
 def missing_tools_or_fail() -> None:
-    """LibreOffice and poppler must be on PATH."""
+    """LibreOffice, poppler and Tesseract must be on PATH."""
     from wcu_ai.documents.process import missing_tools
 
     missing = missing_tools()
     if missing:
         skip_or_fail(
-            f"not on PATH: {', '.join(missing)} (apt-get install libreoffice-writer-nogui poppler-utils; "
+            f"not on PATH: {', '.join(missing)} (apt-get install libreoffice-writer-nogui poppler-utils "
+            "tesseract-ocr tesseract-ocr-eng; "
             "the runner image has them)"
         )
 

@@ -7,7 +7,7 @@ file at `path`, returns `path`, and needs no external tool.
   pdftotext extracts as written; optional Info title/author and an RC4 40-bit user password
   (the PDF standard security handler, revision 2) for password-protected cases.
 - make_docx: one page per string (page breaks between them), paragraphs split on blank lines.
-- make_zip_bomb: a zip that claims to be a DOCX and inflates to `uncompressed_bytes`.
+- make_zip_bomb: a Word package that inflates to `uncompressed_bytes`.
 """
 
 from __future__ import annotations
@@ -183,11 +183,28 @@ def make_docx(
     return path
 
 
+PACKAGE_RELS = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument"'
+    ' Target="word/document.xml"/></Relationships>'
+)
+CONTENT_TYPES = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+    '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+    '<Default Extension="xml" ContentType="application/xml"/>'
+    '<Override PartName="/word/document.xml"'
+    ' ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>'
+)
+
+
 def make_zip_bomb(path: Path, uncompressed_bytes: int) -> Path:
-    """A zip with word/document.xml that inflates to `uncompressed_bytes` of zeros."""
+    """A Word package whose word/document.xml inflates to `uncompressed_bytes` of zeros."""
     block = b"\0" * (1024 * 1024)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("[Content_Types].xml", CONTENT_TYPES)
+        archive.writestr("_rels/.rels", PACKAGE_RELS)
         with archive.open("word/document.xml", "w", force_zip64=True) as member:
             remaining = uncompressed_bytes
             while remaining > 0:

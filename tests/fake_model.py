@@ -8,14 +8,26 @@ is given:
   it stores the sentence as the memory;
 - "What did I ask before?": lists the earlier user messages it was given (the session history).
 Token usage is the word count, so Agno's metrics have something to add up.
+
+Directives in a message let tests drive timing and failures without sleeping:
+- "[hold PATH]": the first model call of the run waits until the file PATH exists (at most
+  HOLD_LIMIT_SECONDS, then fails), so a test decides when a run in flight may go on;
+- "[fail-midway]": the answer streams a few words, then the provider fails (an error whose text
+  quotes a fake key); without streaming the call fails at once;
+- "[nul-search]": the search tool is called with a NUL in its query, which PostgreSQL refuses, so
+  the tool fails (Agno logs "Could not run function ...").
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agno.exceptions import ModelProviderError
@@ -25,6 +37,30 @@ from agno.models.metrics import MessageMetrics
 from agno.models.response import ModelResponse
 
 HISTORY_QUESTION = "what did i ask before"
+HOLD = re.compile(r"\[hold ([^\]]+)\]")
+HOLD_LIMIT_SECONDS = 60.0
+FAIL_MIDWAY = "[fail-midway]"
+NUL_SEARCH = "[nul-search]"
+# What a provider's error can look like: it quotes the request, key included.
+SECRET = "api_key=sk-fake-0123456789abcdef"
+
+
+def provider_down(model_id: str) -> ModelProviderError:
+    return ModelProviderError(f"Error code: 503 - upstream said no (request had {SECRET})", model_id=model_id)
+
+
+async def hold(messages: list[Message]) -> None:
+    """Waits for the [hold PATH] file of the run's question, on the run's first model call only."""
+    if not messages or messages[-1].role != "user":
+        return
+    found = HOLD.search(messages[-1].get_content_string())
+    if found is None:
+        return
+    gate, deadline = Path(found.group(1)), time.monotonic() + HOLD_LIMIT_SECONDS
+    while not gate.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the test never opened {gate}")
+        await asyncio.sleep(0.02)
 
 
 def _tool_names(tools: list[dict[str, Any]] | None) -> set[str]:
@@ -40,7 +76,10 @@ def _tool_call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def _answer_from_passages(result: str) -> str:
-    passages = json.loads(result).get("passages", [])
+    try:
+        passages = json.loads(result).get("passages", [])
+    except ValueError:  # the tool failed: Agno hands the model its error text
+        return "The document search failed."
     if not passages:
         return "I found nothing about that in the documents."
     cited = "; ".join(f"document {p['document_id']} page {p['page']}: {p['text']}" for p in passages)
@@ -75,7 +114,9 @@ class ScriptedModel(Model):
             earlier = [m.get_content_string() for m in messages[:-1] if m.role == "user"]
             return self._reply("Earlier you asked: " + " | ".join(earlier), messages)
         if "search_documents" in names:
-            return self._call("search_documents", {"query": question}, messages)
+            query = HOLD.sub("", question).strip()  # a directive is not part of the question
+            query = query + "\x00" if NUL_SEARCH in question else query
+            return self._call("search_documents", {"query": query}, messages)
         return self._reply("I have no way to look that up.", messages)
 
     def _usage(self, messages: list[Message], output: str) -> MessageMetrics:
@@ -109,6 +150,9 @@ class ScriptedModel(Model):
     async def ainvoke(
         self, messages: list[Message], tools: list[dict[str, Any]] | None = None, **_: Any
     ) -> ModelResponse:
+        await hold(messages)
+        if FAIL_MIDWAY in messages[-1].get_content_string():
+            raise provider_down(self.id)
         return self.decide(messages, tools)
 
     def invoke_stream(
@@ -119,6 +163,11 @@ class ScriptedModel(Model):
     async def ainvoke_stream(
         self, messages: list[Message], tools: list[dict[str, Any]] | None = None, **_: Any
     ) -> AsyncIterator[ModelResponse]:
+        await hold(messages)
+        if FAIL_MIDWAY in messages[-1].get_content_string():
+            for word in ("The", " answer", " begins"):
+                yield ModelResponse(role="assistant", content=word)
+            raise provider_down(self.id)
         for delta in self._deltas(self.decide(messages, tools)):
             yield delta
 
@@ -142,9 +191,7 @@ class FailingModel(ScriptedModel):
     """A provider that is down: every call fails the way Agno's provider classes fail."""
 
     def decide(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> ModelResponse:
-        raise ModelProviderError(
-            "the provider is down (secret-in-error-text)", status_code=503, model_id=self.id
-        )
+        raise provider_down(self.id)
 
 
 def failing() -> FailingModel:

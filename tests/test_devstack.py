@@ -69,3 +69,45 @@ def test_dev_runs_the_stack_on_an_embedded_database_and_stops_on_ctrl_c(tmp_path
             dev.wait()
         log.close()
         subprocess.run(["rm", "-rf", str(data)], check=False)
+
+
+@pytest.mark.embedded_postgres
+def test_dev_on_a_given_database_listens_on_wcu_api_port_and_never_prints_the_password(
+    tmp_path: Path,
+) -> None:
+    """DATABASE_URL with its password in the query string (libpq reads it there too), no --port."""
+    from tests.reliability.harness import local_postgres
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WCU_") and k != "DATABASE_URL"}
+    port = free_port()
+    data = tmp_path / "dev-data"
+    log_path = tmp_path / "dev.log"
+    with local_postgres(Path(f"/tmp/wcu-dev-pw-{os.getpid()}")) as server:
+        url = f"postgresql://{server.role}@127.0.0.1:{server.port}/postgres?password={server.password}"
+        with log_path.open("wb") as log:
+            dev = subprocess.Popen(
+                [*wcu_ai_command(), "dev", "--data-dir", str(data)],
+                env={**env, "DATABASE_URL": url, "WCU_API_PORT": str(port), "WCU_LOG_FORMAT": "json"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                wait_http(f"http://127.0.0.1:{port}/health/ready", timeout=90)
+                dev.send_signal(signal.SIGINT)
+                assert dev.wait(60) == 0
+            finally:
+                if dev.poll() is None:
+                    # Ctrl-C first: the runner and the API are in process groups of their own, and a
+                    # SIGKILL of `wcu-ai dev` alone would leave them running.
+                    dev.send_signal(signal.SIGINT)
+                    try:
+                        dev.wait(60)
+                    except subprocess.TimeoutExpired:
+                        dev.kill()
+                        dev.wait()
+    output = log_path.read_text()
+    assert f"API       http://127.0.0.1:{port}" in output
+    assert re.search(
+        r"^  database +postgresql://wcu_app@127\.0\.0\.1:\d+/postgres\?password=\*\*\*$", output, re.M
+    )
+    assert server.password not in output

@@ -6,7 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from wcu_ai.logconfig import AGNO_LOGGER, JsonFormatter, configure_logging, route_agno_logs
+from wcu_ai.logconfig import (
+    AGNO_LOGGER,
+    JsonFormatter,
+    agno_message_lead,
+    configure_logging,
+    route_agno_logs,
+)
 
 
 def test_log_lines_are_json_with_the_fields_passed_and_no_terminal_noise() -> None:
@@ -90,3 +96,52 @@ def test_the_runner_logging_writes_one_json_line_per_record_with_every_field(
     }
     assert "pathname" not in first and "taskName" not in first
     assert second["level"] == "error" and "ValueError: boom" in second["exc"]
+
+
+@pytest.mark.parametrize(
+    ("message", "lead"),
+    [
+        (
+            "Could not run function search_documents(query=what my secret plan is): boom",
+            "Could not run function search_documents",
+        ),
+        ("Error in Agent run: Error code: 401 - api_key=sk-0123 invalid", "Error in Agent run"),
+        (
+            "Exception upserting into sessions table: (psycopg.errors.QueryCanceled) canceling statement\n"
+            "[SQL: INSERT INTO ai_sessions ...] [parameters: {'runs': 'the prompt'}]",
+            "Exception upserting into sessions table",
+        ),
+        (
+            "Attempt 1/2 failed. Retrying in 1s...: the provider said 'quota'",
+            "Attempt 1/2 failed. Retrying in 1s...",
+        ),
+        ("Run 0b1c marked for cancellation", "Run 0b1c marked for cancellation"),
+        ("{'oops': 1}", "agno"),
+    ],
+)
+def test_agno_messages_keep_agnos_words_and_drop_what_they_quote(message: str, lead: str) -> None:
+    assert agno_message_lead(message) == lead
+
+
+def test_every_agno_logger_goes_through_ours_redacted_and_without_tracebacks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from agno.utils import log as agno_log
+
+    route_agno_logs()
+    with caplog.at_level(logging.INFO):
+        try:
+            raise RuntimeError("api_key=sk-in-a-traceback")
+        except RuntimeError:
+            agno_log.log_error("Error in Agent run: api_key=sk-0123", exc_info=True)
+        # Modules imported before the routing (the run-cancellation manager …) keep Agno's own "agno"
+        # logger, which printed with rich (not JSON) and did not propagate.
+        logging.getLogger(agno_log.LOGGER_NAME).warning("Cancelling run r1: because of 'the prompt'")
+    records = [r for r in caplog.records if r.name in (AGNO_LOGGER, "agno")]
+    assert [(r.name, r.getMessage(), r.exc_info) for r in records] == [
+        (AGNO_LOGGER, "Error in Agent run", None),
+        ("agno", "Cancelling run r1", None),
+    ]
+    assert logging.getLogger("agno").handlers == [] and logging.getLogger("agno").propagate
+    lines = [JsonFormatter().format(r) for r in records]
+    assert all("sk-" not in line and "prompt" not in line for line in lines)

@@ -19,11 +19,26 @@ from wcu_ai.errors import ConfigError
 
 @dataclass(frozen=True)
 class Provider:
-    """An Agno class for one provider, and the extra that brings its SDK."""
+    """An Agno class for one provider, and the extra that brings its SDK.
+
+    `clients` are the SDK's client classes ("module:attribute") the Agno class builds when it
+    runs, sync and async: Agno imports some of them only then (AwsBedrock's aioboto3), so a
+    start that only built the Agno class could fail on every run.
+    """
 
     module: str
     cls: str
     extra: str
+    clients: tuple[str, ...] = ()
+
+
+def import_clients(clients: tuple[str, ...]) -> None:
+    """Imports each "module:attribute"; ImportError when one is missing (no client is built)."""
+    for client in clients:
+        module_name, _, attr = client.partition(":")
+        module = importlib.import_module(module_name)
+        if attr and not hasattr(module, attr):
+            raise ImportError(f"{module_name} has no {attr}")
 
 
 def load_component(
@@ -53,6 +68,7 @@ def load_component(
         entry = providers[provider]
         try:
             cls = getattr(importlib.import_module(entry.module), entry.cls)
+            import_clients(entry.clients)
         except ImportError as exc:
             raise ConfigError(
                 f"{variable}: the {provider} {noun} needs its SDK: install wcu-ai-server[{entry.extra}] ({exc})"

@@ -10,12 +10,34 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
+import uuid
 from collections.abc import Sequence
 
 from wcu_ai import __version__
 from wcu_ai.errors import ConfigError, WcuError
 from wcu_ai.settings import Settings, load_settings
+
+_DURATION = re.compile(r"^(\d{1,6})([dhms])$")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in `30d`, `12h`, `90m` or `45s`."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give one like 30d, 12h, 90m or 45s")
+    return int(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+def parse_task_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a task id (a UUID, as GET /v1/tasks shows)"
+        ) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("api", help="serve the HTTP API (uvicorn)")
     sub.add_parser("runner", help="run the singleton task runner (initialises the database first)")
+    health = sub.add_parser(
+        "healthcheck", help="probe the API in this container (exit 0 when healthy): for ECS/Docker checks"
+    )
+    health.add_argument("--ready", action="store_true", help="probe /health/ready instead of /health")
 
     migrate = sub.add_parser("migrate", help="database migrations")
     msub = migrate.add_subparsers(dest="migrate_command", required=True)
@@ -37,9 +63,23 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--payload", default="{}", help="JSON object")
     enqueue.add_argument("--max-attempts", type=int, default=None)
 
+    tasks = sub.add_parser("tasks", help="operate the task queue: prune, retry, cancel")
+    tsub = tasks.add_subparsers(dest="tasks_command", required=True)
+    prune = tsub.add_parser(
+        "prune", help="delete tasks that finished (succeeded, failed, cancelled) long ago"
+    )
+    prune.add_argument(
+        "--older-than", type=parse_duration, required=True, metavar="DURATION", help="30d, 12h, 90m or 45s"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count them and delete nothing")
+    retry = tsub.add_parser("retry", help="queue a failed or cancelled task again, due now")
+    retry.add_argument("task_id", type=parse_task_id)
+    cancel = tsub.add_parser("cancel", help="cancel a queued or running task")
+    cancel.add_argument("task_id", type=parse_task_id)
+
     dev = sub.add_parser("dev", help="run the whole stack locally on an embedded PostgreSQL")
     dev.add_argument("--data-dir", default=".wcu-dev", help="where the embedded database and dev key live")
-    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--port", type=int, default=None, help="the API's port (default: WCU_API_PORT, 8000)")
     return parser
 
 
@@ -60,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     except WcuError as exc:
         print(f"wcu-ai: error: {exc.message}", file=sys.stderr)  # noqa: T201
-        sys.exit(1)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code)
@@ -80,10 +120,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from wcu_ai.task_runner.main import run_runner
 
         return asyncio.run(run_runner(settings))
+    if args.command == "healthcheck":
+        from wcu_ai.api.healthcheck import check_health
+
+        healthy, seen = check_health(settings, ready=args.ready)
+        print(seen, file=sys.stdout if healthy else sys.stderr)
+        return 0 if healthy else 1
     if args.command == "migrate":
         return _migrate(args, settings)
     if args.command == "enqueue":
         return asyncio.run(_enqueue(args, settings))
+    if args.command == "tasks":
+        return asyncio.run(_tasks(args, settings))
     if args.command == "dev":
         from wcu_ai.devstack import run_dev
 
@@ -125,4 +173,40 @@ async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
             conn, args.task_type, payload, max_attempts=args.max_attempts or settings.task_max_attempts
         )
     print(task_id)  # noqa: T201
+    return 0
+
+
+async def _tasks(args: argparse.Namespace, settings: Settings) -> int:
+    from wcu_ai.database import open_pool
+    from wcu_ai.tasks import queue
+    from wcu_ai.tasks.control import cancel_task, retry_task
+    from wcu_ai.tasks.model import TaskStatus
+    from wcu_ai.tasks.retention import prune_finished
+
+    settings.require_database_url()
+    async with open_pool(settings) as pool:
+        if args.tasks_command == "prune":
+            if args.dry_run:
+                async with pool.connection() as conn:
+                    cutoff = await queue.prune_cutoff(conn, args.older_than)
+                    count = await queue.count_prunable(conn, cutoff)
+                print(f"would delete {count} tasks finished before {cutoff.isoformat()}; deleted nothing")  # noqa: T201
+                return 0
+            report = await prune_finished(pool, older_than_seconds=args.older_than)
+            more = "" if report.complete else "; more remain, run it again"
+            print(f"deleted {report.deleted} tasks finished before {report.cutoff.isoformat()}{more}")  # noqa: T201
+            return 0
+        async with pool.connection() as conn:
+            if args.tasks_command == "retry":
+                await retry_task(conn, args.task_id, attempts=settings.task_max_attempts)
+                print(  # noqa: T201
+                    f"task {args.task_id} queued again, due now, with {settings.task_max_attempts} more attempts"
+                )
+            elif await cancel_task(conn, args.task_id) == TaskStatus.RUNNING:
+                print(  # noqa: T201
+                    f"task {args.task_id} cancelled; the runner working it abandons it at its next lease "
+                    "renewal (a third of WCU_TASK_LEASE_SECONDS) and records no outcome"
+                )
+            else:
+                print(f"task {args.task_id} cancelled; it will not run")  # noqa: T201
     return 0

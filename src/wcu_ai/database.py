@@ -20,11 +20,15 @@ from wcu_ai.errors import DatabaseUnavailableError, MigrationError
 from wcu_ai.settings import Settings
 
 
-def connect_kwargs(settings: Settings) -> dict[str, Any]:
+def connect_kwargs(settings: Settings, *, statement_timeout_seconds: float | None = None) -> dict[str, Any]:
     # public stays on the path so an extension installed there (pgvector on RDS) resolves.
     search_path = settings.db_schema if settings.db_schema == "public" else f"{settings.db_schema},public"
+    options = f"-c search_path={search_path}"
+    if statement_timeout_seconds:
+        # Set at connection start: every statement on the connection, with no SET round trip.
+        options += f" -c statement_timeout={max(1, round(statement_timeout_seconds * 1000))}"
     return {
-        "options": f"-c search_path={search_path}",
+        "options": options,
         "connect_timeout": max(1, int(settings.db_connect_timeout_seconds)),
         "application_name": "wcu-ai",
     }
@@ -78,14 +82,23 @@ async def connect_async(
 
 @contextlib.asynccontextmanager
 async def open_pool(
-    settings: Settings, *, min_size: int = 1, wait: bool = True
+    settings: Settings,
+    *,
+    min_size: int = 1,
+    wait: bool = True,
+    statement_timeout_seconds: float | None = None,
 ) -> AsyncIterator[AsyncConnectionPool]:
-    """A connection pool; with wait=False it opens even while the database is down."""
+    """A connection pool; with wait=False it opens even while the database is down.
+
+    statement_timeout_seconds (the API's, WCU_DB_STATEMENT_TIMEOUT_SECONDS) makes PostgreSQL cancel
+    any statement of the pool's connections that runs longer; None or 0: no limit (the runner's).
+    """
+    kwargs = connect_kwargs(settings, statement_timeout_seconds=statement_timeout_seconds)
     pool = AsyncConnectionPool(
         conninfo(settings),
         min_size=min(min_size, settings.db_pool_size),
         max_size=settings.db_pool_size,
-        kwargs={"row_factory": dict_row, **connect_kwargs(settings)},
+        kwargs={"row_factory": dict_row, **kwargs},
         # A dead server connection is noticed before use instead of failing a request.
         check=AsyncConnectionPool.check_connection,
         timeout=settings.db_connect_timeout_seconds,

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 
 from wcu_ai.errors import ConfigError
-from wcu_ai.settings import Settings
+from wcu_ai.settings import Settings, redact_url
 
 DEV_DATABASE = "wcu_ai"
 
@@ -54,7 +54,9 @@ def start_embedded_postgres(data_dir: Path) -> tuple[object, str]:
     return server, server.get_uri(DEV_DATABASE)
 
 
-def run_dev(settings: Settings, *, data_dir: str, port: int) -> int:
+def run_dev(settings: Settings, *, data_dir: str, port: int | None = None) -> int:
+    # Without --port the API listens where WCU_API_PORT (default 8000) says, like `wcu-ai api`.
+    port = settings.api_port if port is None else port
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     server = None
@@ -80,7 +82,7 @@ def run_dev(settings: Settings, *, data_dir: str, port: int) -> int:
     }
     print(  # noqa: T201 - the banner is this command's output
         f"\nwcu-ai dev\n  API       http://127.0.0.1:{port}  (docs: http://127.0.0.1:{port}/docs)\n"
-        f"  API key   {key}\n  database  {url}\n"
+        f"  API key   {key}\n  database  {redact_url(url)}\n"
         f"  try       curl -H 'Authorization: Bearer {key}' http://127.0.0.1:{port}/v1/tasks\n"
         "  Ctrl-C stops everything.\n",
         flush=True,

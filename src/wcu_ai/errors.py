@@ -11,6 +11,9 @@ from __future__ import annotations
 class WcuError(Exception):
     """The WeconnectU AI Server failed."""
 
+    #: What `wcu-ai` exits with when this error ends a command.
+    exit_code = 1
+
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__doc__ or type(self).__name__).strip())
 
@@ -27,8 +30,32 @@ class DatabaseUnavailableError(WcuError):
     """the database is unavailable; retry later"""
 
 
+class StatementTimeoutError(DatabaseUnavailableError):
+    """the database cancelled the query; retry later"""
+
+
+class InsufficientStorageError(WcuError):
+    """the API has no space left for the upload's scratch file (WCU_WORK_DIR); retry later"""
+
+
+class OutOfDescriptorsError(WcuError):
+    """the API is out of file descriptors (too many connections or files at once); retry shortly"""
+
+
 class MigrationError(WcuError):
     """A database migration could not be applied."""
+
+
+class TaskNotFoundError(WcuError):
+    """No task has that id: check it with GET /v1/tasks."""
+
+    exit_code = 3
+
+
+class TaskStateError(WcuError):
+    """The task is in a state that does not allow this operation."""
+
+    exit_code = 4
 
 
 class TaskError(WcuError):
@@ -102,3 +129,19 @@ class DocumentLimitError(DocumentError):
 
 class DocumentTimeoutError(DocumentError):
     """Parsing the document took longer than the time allowed per document."""
+
+
+class AgentRunError(WcuError):
+    """The agent could not answer (its model or its storage failed); retry later."""
+
+
+class SessionBusyError(WcuError):
+    """Another run of this session is still going: send the message again once it has answered."""
+
+    def __init__(self, message: str | None = None, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class SessionNotFoundError(WcuError):
+    """No such session of this agent and user."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from itertools import islice
@@ -20,18 +21,58 @@ _INIT_ATTRIBUTES = len(vars(logging.makeLogRecord({})))
 # Agno's own loggers print with rich and do not propagate; route_agno_logs() swaps them for this one.
 AGNO_LOGGER = "wcu_ai.agno"
 
+# Agno builds its messages with f-strings around what it is working on: prompts and tool arguments
+# ("Could not run function search_documents(query=...)"), provider errors (which can quote a key),
+# SQL errors with their parameters. What comes before the first of these characters is Agno's own
+# wording; the rest is dropped.
+_AGNO_DETAIL = re.compile(r"[:(=\[{'\"\n]")
+_AGNO_MESSAGE_CHARS = 120
+
+
+def agno_message_lead(message: str) -> str:
+    """The part of an Agno log message that is Agno's own text, not what it quotes (pure)."""
+    lead = _AGNO_DETAIL.split(message, maxsplit=1)[0].strip()
+    return lead[:_AGNO_MESSAGE_CHARS] or "agno"
+
+
+class AgnoRedaction(logging.Filter):
+    """Agno's records keep their lead only, and no traceback (its frames' messages quote the same)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = agno_message_lead(record.getMessage())
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        return True
+
 
 def route_agno_logs() -> None:
-    """Agno's log lines through our handlers (JSON, request ids) instead of its rich console output."""
-    from agno.utils.log import configure_agno_logging
+    """Agno's log lines through our handlers (JSON, request ids), redacted, never its rich console.
+
+    configure_agno_logging swaps the loggers Agno's log_* functions use; modules that bound
+    Agno's logger at import (the run-cancellation manager, string utilities …) still log to the
+    "agno" loggers themselves, so those lose their rich handler and pass through ours too.
+    """
+    from agno.utils import log as agno_log
 
     ours = logging.getLogger(AGNO_LOGGER)
-    configure_agno_logging(
+    if not any(isinstance(f, AgnoRedaction) for f in ours.filters):
+        ours.addFilter(AgnoRedaction())
+    agno_log.configure_agno_logging(
         custom_default_logger=ours,
         custom_agent_logger=ours,
         custom_team_logger=ours,
         custom_workflow_logger=ours,
+        enable_log_tracebacks=False,
     )
+    for name in (agno_log.LOGGER_NAME, agno_log.TEAM_LOGGER_NAME, agno_log.WORKFLOW_LOGGER_NAME):
+        theirs = logging.getLogger(name)
+        theirs.handlers.clear()
+        theirs.propagate = True
+        theirs.setLevel(ours.level or logging.WARNING)
+        if not any(isinstance(f, AgnoRedaction) for f in theirs.filters):
+            theirs.addFilter(AgnoRedaction())
 
 
 class JsonFormatter(logging.Formatter):

@@ -5,45 +5,37 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-from sqlalchemy.exc import OperationalError
+from agno.session import AgentSession
 
 from tests.fake_model import make
 from wcu_ai.agents.catalog import ASSISTANT, AgentCatalog
 from wcu_ai.agents.knowledge import DocumentSearch
-from wcu_ai.agno_storage import build_agno_postgres_db
-from wcu_ai.errors import DatabaseUnavailableError
+from wcu_ai.agno_storage import AgnoStorage
 from wcu_ai.settings import Settings
 
 
-def test_the_assistant_uses_the_runner_tables_history_memory_and_no_telemetry() -> None:
-    settings = Settings(DATABASE_URL="postgresql://app@localhost:1/nowhere", agent_history_runs=3)
-    pool: Any = None  # the search tool takes connections only when called
-    db = build_agno_postgres_db(settings)
-    catalog = AgentCatalog(settings, make(), db, DocumentSearch(pool, None, None, limit=5))
-    agent = catalog.build(ASSISTANT.id)
-    assert agent.db is db
-    assert (db.session_table_name, db.memory_table_name, db.metrics_table_name) == (
-        "ai_sessions",
-        "ai_memories",
-        "ai_metrics",
-    )
-    assert agent.telemetry is False
-    assert (agent.add_history_to_context, agent.num_history_runs) == (True, 3)
-    assert agent.enable_agentic_memory is True
-    assert [t.__name__ for t in agent.tools or []] == ["search_documents"]
-    assert catalog.info("nobody") is None
+def test_the_assistant_uses_its_runs_storage_history_memory_and_no_telemetry() -> None:
+    async def main() -> None:
+        settings = Settings(DATABASE_URL="postgresql://app@localhost:1/nowhere", agent_history_runs=3)
+        pool: Any = None  # the search tool takes connections only when called
+        storage = AgnoStorage(settings)
+        try:
+            catalog = AgentCatalog(settings, make(), storage, DocumentSearch(pool, None, None, limit=5), pool)
+            run_db = storage.run_storage(AgentSession(session_id="s1", agent_id=ASSISTANT.id, user_id="ada"))
+            agent = catalog.build(ASSISTANT.id, run_db)
+            assert agent.db is run_db
+            assert (run_db.session_table_name, run_db.memory_table_name, run_db.metrics_table_name) == (
+                "ai_sessions",
+                "ai_memories",
+                "ai_metrics",
+            )
+            assert run_db.db_engine is storage.engine  # one engine (and pool) for every run
+            assert agent.telemetry is False
+            assert (agent.add_history_to_context, agent.num_history_runs) == (True, 3)
+            assert agent.enable_agentic_memory is True
+            assert [t.__name__ for t in agent.tools or []] == ["search_documents"]
+            assert catalog.info("nobody") is None
+        finally:
+            await storage.close()
 
-
-def _dropped() -> None:
-    raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
-
-
-def test_storage_whose_connection_drops_is_database_unavailable() -> None:
-    settings = Settings(DATABASE_URL="postgresql://app@127.0.0.1:1/nowhere")
-    pool: Any = None
-    catalog = AgentCatalog(
-        settings, make(), build_agno_postgres_db(settings), DocumentSearch(pool, None, None, limit=5)
-    )
-    with pytest.raises(DatabaseUnavailableError, match="retry later"):
-        asyncio.run(catalog._storage(_dropped))
+    asyncio.run(main())

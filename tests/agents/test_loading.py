@@ -19,7 +19,7 @@ def test_the_catalog_loads_in_the_background_and_is_the_same_for_every_request()
             assert agents is not None
             first, second = await asyncio.gather(agents.catalog(), agents.catalog())
             assert first is second
-            assert first.db.session_table_name == "ai_sessions"
+            assert str(first.storage.engine.url).startswith("postgresql+psycopg://")
             assert ASSISTANT.id in first.agents
 
     asyncio.run(main())
@@ -36,6 +36,6 @@ def test_without_a_model_there_is_nothing_to_load() -> None:
 def test_leaving_before_the_load_finished_waits_for_it() -> None:
     async def main() -> None:
         async with open_agents(SETTINGS, make(), POOL, None):
-            pass  # the API stopped at once: the loading thread is waited for, its storage closed
+            pass  # the API stopped at once: the loading thread is waited for, its engine disposed
 
     asyncio.run(main())

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
+from tests.conftest import skip_or_fail
 from tests.fake_model import ScriptedModel
-from wcu_ai.agents.model import build_model
+from wcu_ai.agents.model import PROVIDERS, build_model
 from wcu_ai.errors import ConfigError
 
 
@@ -33,21 +36,45 @@ def test_bad_specs_are_config_errors_naming_the_variable(spec: str, message: str
     assert info.value.message.startswith("WCU_AGENT_MODEL: ")
 
 
-@pytest.mark.parametrize(
-    ("spec", "sdk", "extra"),
-    [
-        ("openai:gpt-4o-mini", "openai", "openai"),
-        ("azure_openai:gpt-4o-mini", "openai", "openai"),
-        ("anthropic:claude-sonnet-4-5", "anthropic", "anthropic"),
-        ("bedrock:amazon.nova-lite-v1:0", "boto3", "bedrock"),
-    ],
-)
-def test_a_provider_whose_sdk_is_missing_names_the_extra(spec: str, sdk: str, extra: str) -> None:
-    try:
-        __import__(sdk)
-    except ImportError:
-        with pytest.raises(ConfigError, match=rf"install wcu-ai-server\[{extra}\]"):
-            build_model(spec)
-    else:
-        model = build_model(spec)
-        assert model is not None and model.id == spec.partition(":")[2]
+ADVERTISED = [
+    ("openai:gpt-4o-mini", "OpenAIChat", ("openai",)),
+    ("azure_openai:gpt-4o-mini", "AzureOpenAI", ("openai",)),
+    ("anthropic:claude-sonnet-4-5", "Claude", ("anthropic",)),
+    ("bedrock:amazon.nova-lite-v1:0", "AwsBedrock", ("boto3", "aioboto3")),
+]
+
+
+def sdks_or_fail(sdks: tuple[str, ...]) -> None:
+    """The provider extras are installed in CI (uv sync --all-extras) and in the images."""
+    for sdk in sdks:
+        try:
+            __import__(sdk)
+        except ImportError:
+            skip_or_fail(f"{sdk} is not installed: uv sync --all-extras")
+
+
+@pytest.mark.parametrize(("spec", "cls", "sdks"), ADVERTISED)
+def test_every_advertised_provider_builds_with_its_clients_importable(
+    spec: str, cls: str, sdks: tuple[str, ...]
+) -> None:
+    sdks_or_fail(sdks)
+    model = build_model(spec)
+    assert model is not None and type(model).__name__ == cls
+    assert model.id == spec.partition(":")[2]
+    provider = PROVIDERS[spec.partition(":")[0]]
+    assert len(provider.clients) == 2  # the sync client and the async one (the API's path)
+
+
+@pytest.mark.parametrize(("spec", "cls", "sdks"), ADVERTISED)
+def test_a_provider_whose_async_or_sync_sdk_is_missing_names_the_extra(
+    spec: str, cls: str, sdks: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sdks_or_fail(sdks)
+    extra = PROVIDERS[spec.partition(":")[0]].extra
+    for client in PROVIDERS[spec.partition(":")[0]].clients:
+        with monkeypatch.context() as patch:
+            # None in sys.modules makes `import x` raise ImportError, as when the package is absent.
+            patch.setitem(sys.modules, client.partition(":")[0], None)
+            with pytest.raises(ConfigError, match=rf"install wcu-ai-server\[{extra}\]") as info:
+                build_model(spec)
+        assert info.value.message.startswith("WCU_AGENT_MODEL: ")

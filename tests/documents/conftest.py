@@ -7,6 +7,9 @@ tests/factories.py (shared with the API tests).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -46,3 +49,18 @@ def _processes_mentioning(text: str) -> list[int]:
         if text in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+@pytest.fixture
+def path_without_unshare(tmp_path: Path) -> str:
+    """This PATH, less unshare: as in a container whose util-linux has no unshare."""
+    bin_dir = tmp_path / "bin-no-unshare"
+    bin_dir.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        with contextlib.suppress(OSError):
+            for tool in Path(folder).iterdir():
+                link = bin_dir / tool.name
+                if tool.name != "unshare" and not link.exists() and os.access(tool, os.X_OK):
+                    link.symlink_to(tool.resolve())
+    assert shutil.which("soffice", path=str(bin_dir)) and not shutil.which("unshare", path=str(bin_dir))
+    return str(bin_dir)

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import stat
 import time
+import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.factories import make_docx, make_garbage, make_pdf
+from tests.hostile_docx import LoggingServer, Targets, build
+from wcu_ai.documents import office
 from wcu_ai.documents.office import OfficeConverter
 from wcu_ai.documents.pdf import read_pdf
-from wcu_ai.errors import DocumentError, DocumentTimeoutError
+from wcu_ai.errors import DocumentError, DocumentTimeoutError, ToolMissingError
 
 pytestmark = pytest.mark.documents
 
@@ -212,3 +218,211 @@ def test_stale_slot_is_wiped_and_close_removes_it(tmp_path: Path) -> None:
     assert not converter.slot_dir.exists()
     with pytest.raises(RuntimeError, match="closed"):
         asyncio.run(converter.convert_to_pdf(tmp_path / "x.docx", tmp_path, timeout=5))
+
+
+def test_restarts_of_the_warm_instance_are_reported_with_their_reason(
+    tmp_path: Path, office_dir: Path, processes_mentioning: Callable[[str], list[int]]
+) -> None:
+    reasons: list[str] = []
+    out = tmp_path / "out"
+    doc = make_docx(tmp_path / "r.docx", ["Counted"])
+    with OfficeConverter(0, office_dir, recycle_after=2, on_restart=reasons.append) as converter:
+        asyncio.run(converter.convert_to_pdf(doc, out, timeout=60))
+        assert reasons == []
+        asyncio.run(converter.convert_to_pdf(doc, out, timeout=60))  # its quota of two
+        assert reasons == ["recycled"]
+
+        asyncio.run(converter.convert_to_pdf(doc, out, timeout=60))
+        assert converter.is_warm
+        for pid in processes_mentioning(str(converter.slot_dir)):
+            os.kill(pid, signal.SIGKILL)  # as if LibreOffice crashed between two documents
+        for _ in range(500):
+            if not processes_mentioning(str(converter.slot_dir)):
+                break
+            time.sleep(0.01)
+        asyncio.run(converter.convert_to_pdf(doc, out, timeout=60))
+        assert reasons == ["recycled", "exited"]
+
+        long_text = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 40
+        slow = make_docx(tmp_path / "long.docx", [long_text] * 400)
+        assert converter.is_warm  # one conversion of its quota left
+        with pytest.raises(DocumentTimeoutError):
+            asyncio.run(converter.convert_to_pdf(slow, out, timeout=0.25))
+        assert reasons == ["recycled", "exited", "timeout"]
+
+
+# -- what a document can make LibreOffice reach (issue 10, item 1) -------------------------------------------
+
+
+def _registry_dir() -> Path:
+    soffice = shutil.which("soffice")
+    assert soffice is not None
+    program = Path(soffice).resolve().parent  # .../lib/libreoffice/program
+    for candidate in (program.parent / "share" / "registry", program.parent.parent / "share" / "registry"):
+        if candidate.is_dir():
+            return candidate
+    raise AssertionError(f"no share/registry next to {program}")
+
+
+def _schema_properties() -> set[str]:
+    """Every property path the installed LibreOffice's officecfg schema declares (its *.xcd)."""
+    oor = "{http://openoffice.org/2001/registry}"
+    found: set[str] = set()
+
+    def walk(element: ET.Element, path: str) -> None:
+        for child in element:
+            tag = child.tag.rpartition("}")[2]
+            name = child.get(oor + "name")
+            if tag == "component":
+                walk(child, path)
+            elif tag in ("group", "set") and name:
+                walk(child, f"{path}/{name}")
+            elif tag == "prop" and name:
+                found.add(f"{path}:{name}")
+
+    for xcd in _registry_dir().glob("*.xcd"):
+        for schema in ET.parse(xcd).getroot():
+            if schema.tag.rpartition("}")[2] == "component-schema":
+                walk(schema, f"/{schema.get(oor + 'package')}.{schema.get(oor + 'name')}")
+    return found
+
+
+def test_every_profile_setting_is_declared_by_the_installed_libreoffice() -> None:
+    declared = _schema_properties()
+    assert len(declared) > 1000  # the schema was read
+    unknown = [
+        f"{path}:{name}" for path, name, _ in office._PROFILE_SETTINGS if f"{path}:{name}" not in declared
+    ]
+    assert unknown == []
+
+
+def _xcu_values(profile: Path) -> dict[str, str]:
+    oor = "{http://openoffice.org/2001/registry}"
+    values = {}
+    for item in ET.parse(profile / "user" / "registrymodifications.xcu").getroot():
+        for prop in item:
+            value = prop.find("value")
+            values[f"{item.get(oor + 'path')}:{prop.get(oor + 'name')}"] = (
+                (value.text or "") if value is not None else ""
+            )
+    return values
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_the_profile_carries_the_settings_and_keeps_them_after_libreoffice_ran(
+    tmp_path: Path, office_dir: Path, warm: bool
+) -> None:
+    src = make_docx(tmp_path / "a.docx", ["settings"])
+    with OfficeConverter(0, office_dir, warm=warm) as converter:
+        for _ in range(2):  # the second conversion runs on a profile LibreOffice has written back
+            asyncio.run(converter.convert_to_pdf(src, tmp_path / "out", timeout=60))
+        values = _xcu_values(converter.profile_dir)
+    for path, name, value in office._PROFILE_SETTINGS:
+        assert values.get(f"{path}:{name}") == value, (path, name)
+
+
+def test_the_profile_alone_keeps_linked_pictures_off_the_network_and_the_disk(
+    tmp_path: Path, office_dir: Path
+) -> None:
+    """No rewrite and no namespace here: only the profile stands between the document and the link."""
+    marker = f"PROFILEMARK{uuid.uuid4().hex[:8]}"
+    secret = tmp_path / "secret.svg"
+    secret.write_text(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="300" height="40"><text y="20">{marker}</text></svg>'
+    )
+    with LoggingServer(marker) as server:
+        targets = Targets(server.base_url, secret, secret, secret, secret, "/proc/1/fd/0")
+        documents = [
+            build(name, tmp_path / f"{name}.docx", targets)
+            for name in ("linked-blip-http", "linked-blip-file-svg")
+        ]
+        with OfficeConverter(0, office_dir, private_network="off") as converter:
+            texts = [
+                _pages_of(asyncio.run(converter.convert_to_pdf(d, tmp_path / "out", timeout=60)))
+                for d in documents
+            ]
+        time.sleep(1)
+        assert server.connections == []
+    assert all(marker not in " ".join(pages) for pages in texts), texts
+
+
+def _office_processes(converter: OfficeConverter) -> list[int]:
+    assert converter._server is not None
+    group = converter._server.pid
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (
+                    os.getpgid(int(entry.name)) == group
+                    and b"soffice.bin" in (entry / "cmdline").read_bytes()
+                ):
+                    found.append(int(entry.name))
+    return found
+
+
+def _limits_of(pid: int) -> dict[str, str]:
+    limits = {}
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]:
+        name, soft = line[:26].strip(), line[26:47].strip()
+        limits[name] = soft
+    return limits
+
+
+def test_the_warm_instance_runs_under_the_kernel_limits(tmp_path: Path, office_dir: Path) -> None:
+    limits = office.office_limits(memory_bytes=3 * 1024**3, timeout_seconds=40, max_pdf_bytes=100 * 1024**2)
+    with OfficeConverter(0, office_dir, limits=limits) as converter:
+        asyncio.run(
+            converter.convert_to_pdf(make_docx(tmp_path / "a.docx", ["x"]), tmp_path / "out", timeout=60)
+        )
+        (pid,) = _office_processes(converter)
+        seen = _limits_of(pid)
+    assert seen["Max address space"] == str(limits.memory_bytes)
+    assert seen["Max cpu time"] == str(limits.cpu_seconds)
+    assert seen["Max file size"] == str(limits.file_bytes)
+    assert seen["Max open files"] == str(limits.open_files)
+
+
+def test_soffice_gets_a_network_namespace_of_its_own_where_the_kernel_allows_it(
+    tmp_path: Path, office_dir: Path
+) -> None:
+    probe = office.probe_private_network()
+    with OfficeConverter(0, office_dir, private_network="auto") as converter:
+        asyncio.run(
+            converter.convert_to_pdf(make_docx(tmp_path / "a.docx", ["x"]), tmp_path / "out", timeout=60)
+        )
+        (pid,) = _office_processes(converter)
+        theirs, ours = os.readlink(f"/proc/{pid}/ns/net"), os.readlink("/proc/self/ns/net")
+    # Where user namespaces are forbidden the converter must still work, in our namespace (and the
+    # runner says so at start: tests/documents/test_handlers.py).
+    assert (theirs != ours) is probe.available, probe
+
+
+def test_a_required_private_network_that_cannot_be_had_fails_with_the_setting_named(
+    tmp_path: Path, office_dir: Path, monkeypatch: pytest.MonkeyPatch, path_without_unshare: str
+) -> None:
+    monkeypatch.setenv("PATH", path_without_unshare)
+    office.probe_private_network.cache_clear()
+    try:
+        src = make_docx(tmp_path / "a.docx", ["x"])
+        with (
+            OfficeConverter(0, office_dir, private_network="required") as converter,
+            pytest.raises(ToolMissingError, match=r"WCU_OFFICE_PRIVATE_NETWORK=required.*unshare"),
+        ):
+            asyncio.run(converter.convert_to_pdf(src, tmp_path / "out", timeout=60))
+        with OfficeConverter(1, office_dir, private_network="auto") as converter:
+            pdf = asyncio.run(converter.convert_to_pdf(src, tmp_path / "out", timeout=60))
+        assert _pages_of(pdf) == ("x",)
+    finally:
+        office.probe_private_network.cache_clear()
+
+
+def test_a_warm_instance_is_recycled_once_it_has_used_its_cpu_share(tmp_path: Path, office_dir: Path) -> None:
+    src = make_docx(tmp_path / "a.docx", ["x"])
+    with OfficeConverter(0, office_dir, recycle_cpu_seconds=0.05) as converter:
+        asyncio.run(converter.convert_to_pdf(src, tmp_path / "out", timeout=60))
+        assert not converter.is_warm  # a conversion costs far more than 0.05 s of CPU
+        pdf = asyncio.run(converter.convert_to_pdf(src, tmp_path / "out", timeout=60))
+    assert _pages_of(pdf) == ("x",)
+    default = office.office_limits(memory_bytes=2**31, timeout_seconds=100, max_pdf_bytes=2**20)
+    assert OfficeConverter(2, office_dir, limits=default).recycle_cpu_seconds == default.cpu_seconds / 2  # type: ignore[operator]

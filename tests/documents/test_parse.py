@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import traceback
 from pathlib import Path
 
 import pytest
 
 from tests.factories import make_docx, make_garbage, make_pdf, make_zip_bomb
+from tests.hostile_docx import edit_package
+from tests.pdf_bytes import dense_page_pdf
+from wcu_ai.documents import detect, ooxml
 from wcu_ai.documents.office import OfficeConverter
 from wcu_ai.documents.parse import DocumentLimits, ParsedDocument, parse_document
 from wcu_ai.errors import (
@@ -160,6 +165,33 @@ def test_limits_on_input_size_pages_and_pdf_size(tmp_path: Path, work_dir: Path)
         _parse(path, work_dir, limits=DocumentLimits(max_pdf_bytes=size - 1))
 
 
+def test_a_page_with_more_characters_than_allowed_is_refused(tmp_path: Path, work_dir: Path) -> None:
+    """Regression (issue 10, item 2): one page's content stream held any number of characters."""
+    path = dense_page_pdf(tmp_path / "dense.pdf")
+    assert path.stat().st_size < 20_000
+    limits = DocumentLimits(timeout_seconds=60, max_page_chars=20_000)
+    with pytest.raises(
+        DocumentLimitError,
+        match=r"Page 1 has [\d,]+ characters; the limit per page is 20,000 \(WCU_DOC_MAX_PAGE_CHARS\)",
+    ):
+        _parse(path, work_dir, limits=limits)
+    assert list(work_dir.iterdir()) == []
+    parsed = _parse(path, work_dir, limits=DocumentLimits(timeout_seconds=60, max_page_chars=100_000))
+    assert 20_000 < parsed.text_chars <= 100_000
+
+
+def test_more_chunks_than_allowed_are_refused(tmp_path: Path, work_dir: Path) -> None:
+    sentence = "Chunks are bounded per document, like pages and characters. "
+    path = make_pdf(tmp_path / "chunky.pdf", [sentence * 20] * 3)
+    parsed = _parse(path, work_dir, max_chars=400, overlap=50)
+    count = len(parsed.chunks)
+    with pytest.raises(DocumentLimitError, match=rf"more than {count - 1} chunks.*WCU_DOC_MAX_CHUNKS"):
+        fewer = DocumentLimits(timeout_seconds=60, max_chunks=count - 1)
+        _parse(path, work_dir, limits=fewer, max_chars=400, overlap=50)
+    limits = DocumentLimits(timeout_seconds=60, max_chunks=count)
+    assert len(_parse(path, work_dir, limits=limits, max_chars=400, overlap=50).chunks) == count
+
+
 def test_converted_pdf_over_the_limit(tmp_path: Path, work_dir: Path, converter: OfficeConverter) -> None:
     path = make_docx(tmp_path / "a.docx", ["some text"])
     with pytest.raises(DocumentLimitError, match="WCU_DOC_MAX_PDF_BYTES"):
@@ -198,7 +230,7 @@ def test_missing_poppler_is_a_tool_missing_error(
 ) -> None:
     path = make_pdf(tmp_path / "a.pdf", ["x"])
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    with pytest.raises(ToolMissingError, match="pdfinfo is not on PATH"):
+    with pytest.raises(ToolMissingError, match="pdftotext is not on PATH"):
         _parse(path, work_dir)
     assert list(work_dir.iterdir()) == []
 
@@ -215,3 +247,44 @@ def test_missing_libreoffice_is_a_tool_missing_error(
     ):
         _parse(path, work_dir, converter)
     assert list(work_dir.iterdir()) == []
+
+
+def test_cancelled_during_the_package_rewrite_it_stops_and_leaves_nothing(
+    tmp_path: Path, work_dir: Path, converter: OfficeConverter
+) -> None:
+    import random
+
+    # Tens of megabytes of XML, varied enough not to look like a zip bomb: seconds of rewriting.
+    words = random.Random(3)
+    paragraphs = "".join(
+        f"<w:p><w:r><w:t>{words.randrange(10**12)} {words.randrange(10**12)}</w:t></w:r></w:p>"
+        for _ in range(400_000)
+    )
+    big = edit_package(make_docx(tmp_path / "a.docx", ["big"]), tmp_path / "big.docx", body=paragraphs)
+    limits = DocumentLimits(timeout_seconds=600, docx_max_part_bytes=256 * 1024 * 1024)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(parse_document(big, converter=converter, limits=limits, work_dir=work_dir))
+        for _ in range(400):  # until the rewrite is writing its copy
+            if list(work_dir.glob("wcu-parse-*/source.docx")):
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The worker thread cannot be cancelled; it was told to stop and had stopped by now,
+        # rather than rewriting on, unseen, while the slot takes its next document.
+        assert _threads_running(ooxml.__file__, detect.__file__) == []
+
+    asyncio.run(scenario())
+    assert list(work_dir.iterdir()) == []
+    assert not converter.profile_dir.exists()  # LibreOffice was never reached
+
+
+def _threads_running(*files: str) -> list[int]:
+    """Threads with a frame of one of `files` on their stack."""
+    return [
+        ident
+        for ident, frame in sys._current_frames().items()
+        if any(f.f_code.co_filename in files for f, _ in traceback.walk_stack(frame))
+    ]

@@ -1,4 +1,4 @@
-"""read_pdf with the real poppler on PDFs the tests write."""
+"""read_pdf and the poppler wrappers with the real poppler on PDFs the tests write."""
 
 from __future__ import annotations
 
@@ -8,21 +8,49 @@ from pathlib import Path
 import pytest
 
 from tests.factories import make_pdf
-from wcu_ai.documents.pdf import PdfContent, _split_pages, parse_pdfinfo, read_pdf
+from tests.pdf_bytes import repeated_text_pdf, scanned_pdf, shared_content_pdf, text_image
+from wcu_ai.documents.pdf import (
+    MAX_METADATA_CHARS,
+    PageSize,
+    PdfContent,
+    page_sizes,
+    pages_with_images,
+    parse_image_pages,
+    parse_page_sizes,
+    parse_pdftotext_html,
+    read_pdf,
+)
+from wcu_ai.documents.process import ToolLimits
 from wcu_ai.errors import (
     DocumentError,
     DocumentLimitError,
     DocumentTimeoutError,
     EncryptedDocumentError,
+    ToolOutputLimitError,
 )
 
 documents = pytest.mark.documents
 
 
 def _read(
-    path: Path, *, max_pages: int = 100, timeout: float = 30, scratch: Path | None = None
+    path: Path,
+    *,
+    max_pages: int = 100,
+    timeout: float = 30,
+    scratch: Path | None = None,
+    max_text_chars: int = 1_000_000,
+    limits: ToolLimits | None = None,
 ) -> PdfContent:
-    return asyncio.run(read_pdf(path, max_pages=max_pages, timeout=timeout, scratch_dir=scratch))
+    return asyncio.run(
+        read_pdf(
+            path,
+            max_pages=max_pages,
+            timeout=timeout,
+            scratch_dir=scratch,
+            max_text_chars=max_text_chars,
+            limits=limits,
+        )
+    )
 
 
 @documents
@@ -35,7 +63,6 @@ def test_round_trip_pages_text_and_metadata(tmp_path: Path) -> None:
     assert content.title == "Quarterly: Report"
     assert content.author == "Zoë Åberg"
     assert content.producer == "wcu_ai tests"
-    assert content.encrypted is False
 
 
 @documents
@@ -47,6 +74,15 @@ def test_empty_page_keeps_its_place(tmp_path: Path) -> None:
 
 
 @documents
+@documents
+def test_metadata_is_cut_to_a_label_and_its_whitespace_folded(tmp_path: Path) -> None:
+    # A 24 KB PDF once stored titles of 8 million characters, and every listing served them.
+    path = make_pdf(tmp_path / "meta.pdf", ["body"], title="T" * 100_000, author="Ada\n\n  Lovelace")
+    content = _read(path)
+    assert content.title == "T" * MAX_METADATA_CHARS
+    assert content.author == "Ada Lovelace"
+
+
 def test_missing_metadata_is_none(tmp_path: Path) -> None:
     content = _read(make_pdf(tmp_path / "plain.pdf", ["x"]))
     assert content.title is None
@@ -63,7 +99,6 @@ def test_password_protected_pdf_says_so(tmp_path: Path) -> None:
 @documents
 def test_encrypted_with_empty_user_password_is_readable(tmp_path: Path) -> None:
     content = _read(make_pdf(tmp_path / "owner-only.pdf", ["open text"], user_password=""))
-    assert content.encrypted is True
     assert content.pages == ("open text",)
 
 
@@ -114,9 +149,10 @@ def test_header_only_is_refused(tmp_path: Path) -> None:
 @documents
 def test_more_pages_than_allowed(tmp_path: Path) -> None:
     path = make_pdf(tmp_path / "long.pdf", [f"page {n}" for n in range(1, 6)])
-    with pytest.raises(DocumentLimitError, match="5 pages; the limit is 4"):
+    with pytest.raises(DocumentLimitError, match=r"more than 4 pages; the limit is 4 \(WCU_DOC_MAX_PAGES\)"):
         _read(path, max_pages=4)
     assert _read(path, max_pages=5).page_count == 5
+    assert _read(path, max_pages=6).page_count == 5
 
 
 @documents
@@ -127,38 +163,116 @@ def test_timeout_is_a_document_timeout(tmp_path: Path) -> None:
 
 
 @documents
-def test_scratch_dir_is_left_as_given_and_default_one_is_removed(tmp_path: Path) -> None:
+def test_a_given_scratch_dir_is_left_as_it_was(tmp_path: Path) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    _read(make_pdf(tmp_path / "a.pdf", ["a"]), scratch=scratch)
-    assert scratch.is_dir()
+    _read(make_pdf(tmp_path / "a.pdf", ["a"]), scratch=scratch, limits=ToolLimits(memory_bytes=512 * 1024**2))
+    assert list(scratch.iterdir()) == []  # pdftotext writes nothing (and may not: RLIMIT_FSIZE 0)
 
 
-def test_parse_pdfinfo_reads_fields_with_colons() -> None:
+@documents
+def test_metadata_is_unescaped_and_the_text_kept_as_written(tmp_path: Path) -> None:
+    pages = ["a <b>&amp; \"q\" 'x' </pre> </head> end", "second <page>"]
+    path = make_pdf(tmp_path / "markup.pdf", pages, title='Title </title><meta name="x">', author="A & B")
+    content = _read(path)
+    assert content.pages == tuple(pages)
+    assert (content.title, content.author) == ('Title </title><meta name="x">', "A & B")
+
+
+@documents
+def test_text_longer_than_the_limit_stops_poppler_before_it_ends(tmp_path: Path) -> None:
+    """Regression (issue 10, item 2): a small PDF of pages sharing one stream expanded without end."""
+    path = shared_content_pdf(
+        tmp_path / "shared.pdf", pages=2000, line="Lorem ipsum dolor sit amet " * 3, lines=90
+    )
+    assert path.stat().st_size < 400_000  # for ~14.6 million characters of text
+    with pytest.raises(
+        DocumentLimitError, match=r"longer than 50,000 characters.*WCU_DOC_MAX_TEXT_CHARS"
+    ) as caught:
+        _read(path, max_pages=2000, max_text_chars=50_000)
+    # pdftotext was killed once its output passed the cap, not read to the end and measured.
+    assert isinstance(caught.value.__cause__, ToolOutputLimitError)
+
+
+@documents
+def test_text_just_within_the_limit_is_read(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "two.pdf", ["a" * 40, "b" * 60])
+    assert _read(path, max_text_chars=100).pages == ("a" * 40, "b" * 60)
+    with pytest.raises(DocumentLimitError, match="WCU_DOC_MAX_TEXT_CHARS"):
+        _read(path, max_text_chars=99)
+
+
+@documents
+def test_a_page_that_needs_more_memory_than_allowed_is_refused(tmp_path: Path) -> None:
+    """Regression (issue 10, item 2): a small one-page PDF drove pdftotext to hundreds of MiB."""
+    path = repeated_text_pdf(tmp_path / "repeat.pdf", repeats=40_000)
+    assert path.stat().st_size < 20_000
+    with pytest.raises(DocumentLimitError, match="WCU_POPPLER_MAX_MEMORY_BYTES"):
+        _read(path, limits=ToolLimits(memory_bytes=96 * 1024 * 1024, cpu_seconds=60))
+
+
+@documents
+def test_poppler_out_of_cpu_time_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    path = repeated_text_pdf(tmp_path / "repeat.pdf", repeats=200_000)
+    with pytest.raises(DocumentLimitError, match="WCU_POPPLER_MAX_CPU_SECONDS"):
+        _read(path, limits=ToolLimits(memory_bytes=2 * 1024**3, cpu_seconds=1), timeout=120)
+
+
+@documents
+def test_image_pages_and_page_sizes(tmp_path: Path) -> None:
+    scan = scanned_pdf(tmp_path / "scan.pdf", [text_image("one"), text_image("two")], encoding="inline")
+    text = make_pdf(tmp_path / "text.pdf", ["no image here", "nor here"])
+
+    async def body() -> tuple[set[int] | None, set[int] | None, dict[int, PageSize]]:
+        limits = ToolLimits(memory_bytes=512 * 1024 * 1024)
+        kwargs = {"timeout": 30.0, "scratch": tmp_path, "limits": limits}
+        return (
+            await pages_with_images(scan, 1, 2, **kwargs),  # type: ignore[arg-type]
+            await pages_with_images(text, 1, 2, **kwargs),  # type: ignore[arg-type]
+            await page_sizes(scan, 2, 2, **kwargs),  # type: ignore[arg-type]
+        )
+
+    assert asyncio.run(body()) == ({1, 2}, set(), {2: PageSize(612, 792)})
+
+
+def test_parse_pdftotext_html_reads_metadata_and_pages() -> None:
     output = (
-        "Title:           Part 1: Intro\n"
-        "Author:          \n"
-        "Producer:        LibreOffice 7.4\n"
-        "Pages:           12\n"
-        "Encrypted:       yes (print:yes copy:no change:no addNotes:no algorithm:AES-256)\n"
+        '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN" "x"><html xmlns="x">\n<head>\n'
+        "<title>Part 1: &lt;Intro&gt; &amp; more</title>\n"
+        '<meta name="Author" content="Zo\u00eb &quot;Z&quot; &apos;A&apos;"/>\n'
+        '<meta name="Producer" content="LibreOffice 7.4"/>\n'
+        "</head>\n<body>\n<pre>\n"
+        "first page\nsecond line\n\n\f\fthird </pre> page\n\n\f"
+        "</pre>\n</body>\n</html>\n"
     )
-    info = parse_pdfinfo(output)
-    assert (info.page_count, info.title, info.author, info.producer, info.encrypted) == (
-        12,
-        "Part 1: Intro",
-        None,
-        "LibreOffice 7.4",
-        True,
+    meta, pages = parse_pdftotext_html(output)
+    assert meta == {
+        "Title": "Part 1: <Intro> & more",
+        "Author": "Zo\u00eb \"Z\" 'A'",
+        "Producer": "LibreOffice 7.4",
+    }
+    assert pages == ["first page\nsecond line", "", "third </pre> page"]
+
+
+def test_a_form_feed_inside_a_line_is_not_a_page_end() -> None:
+    head = "<html>\n<head>\n</head>\n<body>\n<pre>\n"
+    meta, pages = parse_pdftotext_html(head + "\fa\fb\n\n\fc\x00d\n\n\f</pre>\n</body>\n</html>\n")
+    assert meta == {}
+    assert pages == ["", "a b", "cd"]
+
+
+def test_cut_output_is_refused() -> None:
+    with pytest.raises(DocumentError, match="incomplete"):
+        parse_pdftotext_html("<html>\n<head>\n</head>\n<body>\n<pre>\nsome text\n\n\f")
+
+
+def test_parse_page_sizes_and_image_pages() -> None:
+    info = "Pages:           3\nPage    2 size:  612 x 792 pts (letter)\nPage    2 rot:   0\nPage    3 size:  841.89 x 1190.55 pts\n"
+    assert parse_page_sizes(info) == {2: PageSize(612, 792), 3: PageSize(841.89, 1190.55)}
+    listing = (
+        "page   num  type   width height color comp bpc  enc interp  object ID x-ppi y-ppi size ratio\n"
+        "--------------------------------------------------------------------------------------------\n"
+        "   1     0 image    1700  2200  gray    1   8  image  no   [inline]     200   200    0B 0.0%\n"
+        "  12     1 smask     100   100  gray    1   8  image  no        10  0   200   200 3104B 0.7%\n"
     )
-
-
-def test_parse_pdfinfo_without_pages_is_refused() -> None:
-    with pytest.raises(DocumentError, match="page count"):
-        parse_pdfinfo("Title: x\n")
-
-
-def test_split_pages_on_form_feeds() -> None:
-    assert _split_pages("a\n\fb\n\f\f", 3) == ["a", "b", ""]
-    assert _split_pages("a\x00b\f", 1) == ["ab"]
-    # A page whose own text holds a form feed: the count disagrees, so read page by page.
-    assert _split_pages("a\fstill a\fb\f", 2) is None
+    assert parse_image_pages(listing) == {1, 12}

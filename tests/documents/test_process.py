@@ -148,7 +148,14 @@ def test_find_tools_and_missing_tools_follow_path(tmp_path: Path) -> None:
     tool.write_text("#!/bin/sh\n")
     tool.chmod(0o755)
     assert find_tools(str(fake))["pdfinfo"] == str(tool)
-    assert missing_tools(str(fake)) == ["soffice", "pdftotext", "prlimit"]
+    assert missing_tools(str(fake)) == [
+        "soffice",
+        "pdftotext",
+        "pdfimages",
+        "pdftoppm",
+        "tesseract",
+        "prlimit",
+    ]
 
 
 def test_tool_env_is_private_and_has_no_secrets(tmp_path: Path) -> None:

@@ -116,3 +116,24 @@ def test_a_custom_schema_holds_every_table(db_url: str) -> None:
         rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'wcu_custom'").fetchall()
     assert {"ai_migrations", "ai_server_tasks"} <= {r[0] for r in rows}
     assert "ai_server_tasks" not in table_names(db_url)
+
+
+def test_reverting_0006_keeps_cancelled_tasks_as_failed_with_their_reason(
+    settings: Settings, db_url: str
+) -> None:
+    tool = MigrationTool(settings)
+    tool.run_up()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ai_server_tasks (task_type, status, last_error) "
+            "VALUES ('noop', 'cancelled', 'cancelled by an operator')"
+        )
+    names = [m.name for m in packaged_migrations()]
+    steps = len(names) - names.index("0006_task_schedules_and_retention")
+    assert tool.run_down(steps)[-1] == "0006_task_schedules_and_retention"
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT status, last_error FROM ai_server_tasks").fetchall() == [
+            ("failed", "cancelled by an operator")
+        ]
+        assert conn.execute("SELECT to_regclass('ai_server_schedules')").fetchone() == (None,)
+    assert tool.run_up()[0] == "0006_task_schedules_and_retention"

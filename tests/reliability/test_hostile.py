@@ -236,7 +236,7 @@ def test_an_oversized_streamed_upload_is_refused_and_memory_stays_flat(stack: Se
         assert status == 413, response.text
     growth_mib = (_peak_rss_kib(stack.api.popen.pid) - peak_before) / 1024
     assert growth_mib < 20, f"peak RSS grew by {growth_mib:.0f} MiB (status {status})"
-    assert not list(stack.work_dir.glob("uploads/*")), "the refused upload left a scratch file"
+    assert not list(stack.work_dir.glob("uploads/**/upload-*")), "the refused upload left a scratch file"
 
 
 def test_wrong_types_behind_right_extensions(stack: ServiceStack, tmp_path: Path) -> None:

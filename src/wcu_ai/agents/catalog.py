@@ -1,13 +1,15 @@
 """The agents the API offers, built with Agno on the service's storage.
 
-Storage is Agno's PostgresDb on the runner's tables (ai_sessions for sessions and their runs,
-ai_memories for user memories; ai_metrics is filled by the runner's calculate_agent_metrics
-task). The API never creates a table: build_agno_postgres_db creates nothing, and everything an
-agent configured here touches is one of those tables (tests/api/test_agents.py checks the set
-of tables is unchanged by runs).
+Storage is Agno's async PostgreSQL storage on the runner's tables (ai_sessions for sessions and
+their runs, ai_memories for user memories; ai_metrics is filled by the runner's
+calculate_agent_metrics task), and named SQL of our own for what the API reads and claims
+(sessions.py). The API never creates a table (tests/api/test_agents.py checks the set of tables
+is unchanged by runs).
 
-A fresh Agent is built for every run: Agno keeps per-run state on the Agent object, and the
-model, storage and search it is built from are shared.
+A run of a session holds that session's lock (session_lock.py) from before its session is read
+until its result is stored, so two runs of one session never interleave; a new session is
+claimed for its user by its first request. A fresh Agent is built for every run: Agno keeps
+per-run state on the Agent object, and the model, engine and search it is built from are shared.
 """
 
 from __future__ import annotations
@@ -16,30 +18,33 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from wcu_ai.agents.knowledge import Citation, DocumentSearch, citations
-from wcu_ai.agno_storage import build_agno_postgres_db
-from wcu_ai.errors import DatabaseUnavailableError, WcuError
+from wcu_ai.agents import sessions as session_store
+from wcu_ai.agents.knowledge import DocumentSearch
+from wcu_ai.agents.metrics import request_metrics
+from wcu_ai.agents.outcome import OutcomeObserver, RunOutcome, record_outcome
+from wcu_ai.agents.runs import AgentRun
+from wcu_ai.agents.session_lock import lock_session
+from wcu_ai.agno_storage import AgnoStorage
+from wcu_ai.errors import SessionBusyError, SessionNotFoundError
 from wcu_ai.settings import Settings
 
 if TYPE_CHECKING:
     from agno.agent import Agent
-    from agno.db.postgres import PostgresDb
     from agno.knowledge.embedder.base import Embedder
     from agno.models.base import Model
-    from agno.run.agent import RunOutput
     from agno.session import AgentSession
 
 logger = logging.getLogger(__name__)
 
-
-class AgentRunError(WcuError):
-    """The agent could not answer (its model or its storage failed); retry later."""
+# At shutdown, runs still going are asked to stop, then given this long to store what they have.
+STOP_GRACE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -68,63 +73,32 @@ ASSISTANT_INSTRUCTIONS = [
 ]
 
 
-@dataclass(frozen=True)
-class Reply:
-    session_id: str
-    run_id: str | None
-    reply: str
-    citations: list[Citation]
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One run of a session: what the user said and what the agent answered."""
-
-    run_id: str | None
-    created_at: int
-    message: str
-    reply: str
-    citations: list[Citation]
-
-
-@dataclass(frozen=True)
-class StreamEvent:
-    """One server-sent event: its name and its JSON data."""
-
-    event: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-def run_citations(run: RunOutput) -> list[Citation]:
-    return citations([(t.tool_name, t.result) for t in run.tools or []])
-
-
-def _text(content: Any) -> str:
-    return content if isinstance(content, str) else ("" if content is None else str(content))
-
-
-def turns(session: AgentSession) -> list[Turn]:
-    out = []
-    for run in session.runs or []:
-        message = run.input.input_content_string() if run.input is not None else ""
-        out.append(Turn(run.run_id, run.created_at, message, _text(run.content), run_citations(run)))
-    return out
-
-
 class AgentCatalog:
-    """Builds the agents on one model, one Agno storage and the document search."""
+    """Builds the agents on one model, one Agno storage and the document search; starts their runs."""
 
-    def __init__(self, settings: Settings, model: Model, db: PostgresDb, search: DocumentSearch) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        model: Model,
+        storage: AgnoStorage,
+        search: DocumentSearch,
+        pool: AsyncConnectionPool,
+        observer: OutcomeObserver | None = None,
+    ) -> None:
         self.settings = settings
+        self.observer = observer
         self.model = model
-        self.db = db
+        self.storage = storage
         self.search = search
+        self.pool = pool
         self.agents = {ASSISTANT.id: ASSISTANT}
+        self.runs: set[AgentRun] = set()
 
     def info(self, agent_id: str) -> AgentInfo | None:
         return self.agents.get(agent_id)
 
-    def build(self, agent_id: str) -> Agent:
+    def build(self, agent_id: str, db: Any) -> Agent:
+        """The agent on `db`, the storage of one run (AgnoStorage.run_storage)."""
         from agno.agent import Agent
 
         if agent_id != ASSISTANT.id:
@@ -133,7 +107,7 @@ class AgentCatalog:
             id=ASSISTANT.id,
             name=ASSISTANT.name,
             model=self.model,
-            db=self.db,
+            db=db,
             tools=[self.search.tool()],
             instructions=ASSISTANT_INSTRUCTIONS,
             add_history_to_context=self.settings.agent_history_runs > 0,
@@ -146,114 +120,133 @@ class AgentCatalog:
             telemetry=False,
         )
 
-    # -- storage reads: Agno's PostgresDb is synchronous, so they run in a worker thread --
+    # -- reads and deletes: our SQL, which fails loudly where Agno's storage answers "nothing" --
 
-    async def _storage(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        from sqlalchemy.exc import OperationalError
-
-        try:
-            return await asyncio.to_thread(call, *args, **kwargs)
-        except OperationalError:
-            raise DatabaseUnavailableError() from None
-
-    async def session(self, session_id: str) -> AgentSession | None:
-        from agno.db.base import SessionType
-
-        return await self._storage(self.db.get_session, session_id, session_type=SessionType.AGENT)
+    async def session(self, agent_id: str, session_id: str, user_id: str | None) -> AgentSession | None:
+        """The session when it is this agent's (and this user's, when one is named); else None."""
+        async with self.pool.connection() as conn:
+            row = await session_store.session_row(conn, session_id)
+        if row is None or not session_store.owned(row, agent_id=agent_id, user_id=user_id):
+            return None
+        return session_store.session_of_row(row)
 
     async def sessions(self, agent_id: str, user_id: str, *, limit: int, page: int) -> list[AgentSession]:
-        from agno.db.base import SessionType
+        async with self.pool.connection() as conn:
+            return await session_store.user_sessions(
+                conn, agent_id=agent_id, user_id=user_id, limit=limit, page=page
+            )
 
-        return await self._storage(
-            self.db.get_sessions,
-            session_type=SessionType.AGENT,
-            user_id=user_id,
-            component_id=agent_id,
-            limit=limit,
-            page=page,
-            sort_by="updated_at",
-            sort_order="desc",
-        )
+    async def delete_session(self, agent_id: str, session_id: str, user_id: str) -> bool:
+        """Deletes the user's session; waits for a run of it like another run would (SessionBusyError)."""
+        lock = await self._lock(session_id)
+        try:
+            async with self.pool.connection() as conn:
+                return await session_store.delete_session(
+                    conn, session_id, agent_id=agent_id, user_id=user_id
+                )
+        finally:
+            await lock.release()
 
-    async def delete_session(self, session_id: str) -> bool:
-        return await self._storage(self.db.delete_session, session_id)
-
-    async def memories(self, user_id: str, *, limit: int, page: int) -> list[Any]:
-        return await self._storage(
-            self.db.get_user_memories,
-            user_id=user_id,
-            limit=limit,
-            page=page,
-            sort_by="updated_at",
-            sort_order="desc",
-        )
+    async def memories(self, user_id: str, *, limit: int, page: int) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            return await session_store.user_memories(conn, user_id, limit=limit, page=page)
 
     # -- runs --
 
-    async def run(self, agent_id: str, message: str, *, user_id: str, session_id: str) -> Reply:
-        from agno.run import RunStatus
+    async def _lock(self, session_id: str) -> Any:
+        return await lock_session(
+            self.pool,
+            session_id,
+            wait_seconds=self.settings.agent_session_wait_seconds,
+            lease_seconds=self.settings.agent_session_lease_seconds,
+        )
 
-        agent = self.build(agent_id)
-        output = await agent.arun(message, user_id=user_id, session_id=session_id)
-        if output.status == RunStatus.error:
-            # output.content is the provider's error text: neither logged nor answered (it may quote the request).
-            logger.warning(
-                "agent run failed",
-                extra={"action": "agents.run_failed", "agent": agent_id, "run": output.run_id},
+    async def start_run(
+        self, agent_id: str, message: str, *, user_id: str, session_id: str, stream: bool
+    ) -> AgentRun:
+        """The run, started, once its session is locked and claimed for this user.
+
+        SessionBusyError: another run of the session outlasted the wait. SessionNotFoundError: the
+        session is another agent's or user's.
+        """
+        started = time.monotonic()
+        try:
+            lock = await self._lock(session_id)
+        except SessionBusyError:
+            record_outcome(
+                RunOutcome.conflict,
+                agent_id=agent_id,
+                session_id=session_id,
+                run_id=None,
+                seconds=time.monotonic() - started,
+                observer=self.observer,
             )
-            raise AgentRunError()
-        return Reply(session_id, output.run_id, _text(output.content), run_citations(output))
+            raise
+        try:
+            async with self.pool.connection() as conn:
+                row = await session_store.claim_session(conn, session_id, agent_id=agent_id, user_id=user_id)
+            if not session_store.owned(row, agent_id=agent_id, user_id=user_id):
+                raise SessionNotFoundError()
+            session = session_store.session_of_row(row)
+            storage = self.storage.run_storage(session)
+            agent = self.build(agent_id, storage)
+            _as_agno_creates(session, agent)
+            run = AgentRun(
+                agent,
+                storage,
+                message,
+                session=storage.session,
+                user_id=user_id,
+                lock=lock,
+                stream=stream,
+                started=started,
+                after=self._queue_metrics,
+                observer=self.observer,
+            )
+        except BaseException:
+            await lock.release()
+            raise
+        self.runs.add(run)
+        run.task.add_done_callback(lambda _: self.runs.discard(run))
+        return run
 
-    async def stream(
-        self, agent_id: str, message: str, *, user_id: str, session_id: str
-    ) -> AsyncIterator[StreamEvent]:
-        """Events: run_started, content (deltas), citations (after each search), done or error."""
-        from agno.run.agent import RunEvent
+    async def _queue_metrics(self) -> None:
+        # A stored run is answered either way: metrics lag, they never fail a run.
+        try:
+            async with self.pool.connection() as conn:
+                await request_metrics(conn, self.settings)
+        except Exception as exc:
+            logger.warning(
+                "could not queue the agent metrics calculation",
+                extra={"action": "agents.metrics_not_queued", "error": type(exc).__name__},
+            )
 
-        agent = self.build(agent_id)
-        cited: dict[tuple[Any, int], Citation] = {}
-        parts: list[str] = []
-        run_id = None
-        async for event in agent.arun(
-            message, user_id=user_id, session_id=session_id, stream=True, stream_events=True
-        ):
-            kind = getattr(event, "event", "")
-            run_id = getattr(event, "run_id", None) or run_id
-            if kind == RunEvent.run_started.value:
-                yield StreamEvent("run_started", {"session_id": session_id, "run_id": run_id})
-            elif kind == RunEvent.run_content.value and isinstance(event.content, str) and event.content:
-                parts.append(event.content)
-                yield StreamEvent("content", {"delta": event.content})
-            elif kind == RunEvent.tool_call_completed.value and event.tool is not None:
-                new = [
-                    c
-                    for c in citations([(event.tool.tool_name, event.tool.result)])
-                    if cited.setdefault((c.document_id, c.page), c) is c
-                ]
-                if new:
-                    yield StreamEvent("citations", {"citations": [_citation_json(c) for c in new]})
-            elif kind == RunEvent.run_error.value:
-                logger.warning(
-                    "agent run failed",
-                    extra={"action": "agents.run_failed", "agent": agent_id, "run": run_id},
-                )
-                yield StreamEvent("error", {"detail": AgentRunError().message})
-                return
-        reply = Reply(session_id, run_id, "".join(parts), list(cited.values()))
-        yield StreamEvent("done", reply_json(reply))
+    async def close(self) -> None:
+        """Stops the runs still going (each stores itself as cancelled), then the storage."""
+        running = [run.task for run in self.runs]
+        for run in list(self.runs):
+            run.cancel()
+        if running:
+            _, pending = await asyncio.wait(running, timeout=STOP_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=STOP_GRACE_SECONDS)
+        await self.storage.close()
 
 
-def _citation_json(citation: Citation) -> dict[str, Any]:
-    return {"document_id": str(citation.document_id), "page": citation.page}
+def _as_agno_creates(session: AgentSession, agent: Agent) -> None:
+    """What Agno puts in a session it creates, for one our SQL claimed (session_store.claim_session).
 
+    Without session_data Agno keeps no session metrics, so ai_metrics would count the runs of a
+    new session but none of their tokens.
+    """
+    from agno.agent._storage import get_agent_data  # Agno 2.9's own (pinned in pyproject.toml)
 
-def reply_json(reply: Reply) -> dict[str, Any]:
-    return {
-        "session_id": reply.session_id,
-        "run_id": reply.run_id,
-        "reply": reply.reply,
-        "citations": [_citation_json(c) for c in reply.citations],
-    }
+    if session.session_data is None:
+        session.session_data = {}
+    if session.agent_data is None:
+        session.agent_data = get_agent_data(agent)
 
 
 class AgentsLoading:
@@ -269,7 +262,11 @@ class AgentsLoading:
 
 @contextlib.asynccontextmanager
 async def open_agents(
-    settings: Settings, model: Model | None, pool: AsyncConnectionPool, embedder: Embedder | None
+    settings: Settings,
+    model: Model | None,
+    pool: AsyncConnectionPool,
+    embedder: Embedder | None,
+    observer: OutcomeObserver | None = None,
 ) -> AsyncIterator[AgentsLoading | None]:
     """The API's agents for its lifetime, or None without a model; creates no table.
 
@@ -284,7 +281,7 @@ async def open_agents(
 
     def load() -> AgentCatalog:
         importlib.import_module("agno.agent")  # at start-up, not in the first run
-        return AgentCatalog(settings, model, build_agno_postgres_db(settings), search)
+        return AgentCatalog(settings, model, AgnoStorage(settings), search, pool, observer)
 
     loading = asyncio.create_task(asyncio.to_thread(load), name="agents.load")
     try:
@@ -292,4 +289,4 @@ async def open_agents(
     finally:
         await asyncio.wait([loading])  # a thread cannot be cancelled: let it finish
         if not loading.cancelled() and loading.exception() is None:
-            await asyncio.to_thread(loading.result().db.close)
+            await loading.result().close()

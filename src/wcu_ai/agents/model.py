@@ -17,11 +17,30 @@ if TYPE_CHECKING:
 
 VARIABLE = "WCU_AGENT_MODEL"
 
+# The API always runs agents on the async path (agent.arun): each provider's async client is
+# imported at start, with the sync one, so a missing SDK stops the start instead of every run.
 PROVIDERS = {
-    "openai": Provider("agno.models.openai.chat", "OpenAIChat", extra="openai"),
-    "azure_openai": Provider("agno.models.azure.openai_chat", "AzureOpenAI", extra="openai"),
-    "anthropic": Provider("agno.models.anthropic.claude", "Claude", extra="anthropic"),
-    "bedrock": Provider("agno.models.aws.bedrock", "AwsBedrock", extra="bedrock"),
+    "openai": Provider(
+        "agno.models.openai.chat",
+        "OpenAIChat",
+        extra="openai",
+        clients=("openai:OpenAI", "openai:AsyncOpenAI"),
+    ),
+    "azure_openai": Provider(
+        "agno.models.azure.openai_chat",
+        "AzureOpenAI",
+        extra="openai",
+        clients=("openai:AzureOpenAI", "openai:AsyncAzureOpenAI"),
+    ),
+    "anthropic": Provider(
+        "agno.models.anthropic.claude",
+        "Claude",
+        extra="anthropic",
+        clients=("anthropic:Anthropic", "anthropic:AsyncAnthropic"),
+    ),
+    "bedrock": Provider(
+        "agno.models.aws.bedrock", "AwsBedrock", extra="bedrock", clients=("boto3:client", "aioboto3:Session")
+    ),
 }
 
 

@@ -2,33 +2,69 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 from types import FrameType
 
 import uvicorn
 
 from wcu_ai.api.app import create_app
+from wcu_ai.api.drain import Drain
+from wcu_ai.api.protocol import timed_protocol
 from wcu_ai.errors import ConfigError
 from wcu_ai.settings import Settings
 
+logger = logging.getLogger(__name__)
+
+# After the drain, how long requests in flight may take before uvicorn cancels them; an
+# orchestrator's grace period must cover the drain plus this (deploy/kubernetes, deployment.md).
+GRACEFUL_SHUTDOWN_SECONDS = 30
+
 
 class _Server(uvicorn.Server):
-    """uvicorn that exits 0 after a graceful shutdown on SIGTERM/SIGINT.
+    """uvicorn that drains on SIGTERM, then exits 0 after a graceful shutdown.
 
-    uvicorn re-raises the signal once it has shut down, so the process would die of SIGTERM
-    (exit 143), which orchestrators report as a crash on every rolling deploy.
+    With a drain period, the first SIGTERM only starts the drain (readiness answers 503, every
+    request is still served); the shutdown begins when the period is over, or at a second SIGTERM
+    or a SIGINT (a person at a terminal does not wait). uvicorn re-raises the signal once it has
+    shut down, so the process would die of SIGTERM (exit 143), which orchestrators report as a
+    crash on every rolling deploy: the captured signals are dropped.
     """
 
+    def __init__(self, config: uvicorn.Config, drain: Drain, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.drain_seconds = drain_seconds
+        self._drain_logged = False
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # In a signal handler: set state only; on_tick logs and acts on it.
+        if sig == signal.SIGTERM and self.drain_seconds > 0 and self.started and not self.drain.draining:
+            self.drain.begin(self.drain_seconds)
+            return
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain.draining and not self._drain_logged:
+            self._drain_logged = True
+            logger.info(
+                "draining: /health/ready answers 503, requests are still served",
+                extra={"action": "api.draining", "drain_s": self.drain_seconds},
+            )
+        if self.drain.over() and not self.should_exit:
+            logger.info("drain over; shutting down", extra={"action": "api.drained"})
+            self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def serve(settings: Settings) -> int:
     settings.require_database_url()
     if not settings.api_keys:
         raise ConfigError("WCU_API_KEYS: set at least one API key (comma-separated, 16+ characters each)")
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,  # our JSON logging, configured by the CLI
@@ -36,10 +72,17 @@ def serve(settings: Settings) -> int:
         # Client addresses from X-Forwarded-For are trusted only from FORWARDED_ALLOW_IPS (uvicorn's own
         # variable; default 127.0.0.1): set it to the load balancer's range.
         proxy_headers=True,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         server_header=False,
+        # h11 (the only HTTP implementation in the images) with a header timeout and a bounded drain
+        # of bodies answered early (api/protocol.py); h11 itself refuses request heads over 16 KiB.
+        http=timed_protocol(
+            header_timeout=settings.api_header_timeout_seconds,
+            linger_timeout=settings.api_body_timeout_seconds,
+        ),
+        timeout_keep_alive=settings.api_keepalive_seconds,
     )
-    _Server(config).run()
+    _Server(config, app.state.drain, settings.api_drain_seconds).run()
     return 0
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from wcu_ai.tasks.model import Task, TaskStatus
 
@@ -57,6 +58,10 @@ class DocumentPublic(BaseModel):
     producer: str | None
     pdf_bytes: int | None
     text_chars: int | None
+    text_search_config: str | None = Field(
+        default=None,
+        description="the text-search configuration its chunks are indexed with (set when parsed)",
+    )
     task_id: UUID | None
     created_at: datetime
     updated_at: datetime
@@ -71,20 +76,42 @@ class DocumentPage(BaseModel):
 class PageText(BaseModel):
     page: int
     text: str
+    ocr: bool = Field(default=False, description="the text was read from the page's image by OCR")
+    truncated: bool = Field(
+        default=False, description="the page alone is longer than a response holds; `text` is its beginning"
+    )
 
 
 class DocumentText(BaseModel):
+    """Pages from_page..to_page of the document's text, as many as one response holds.
+
+    When the requested range did not fit, `next_page` is the `from_page` to ask for next; it is
+    null once the range is complete. `text` is the returned pages' text joined by blank lines."""
+
     document_id: UUID
     page_count: int
+    text_chars: int | None = Field(default=None, description="characters of text in the whole document")
+    from_page: int
+    to_page: int = Field(description="the last page returned (from_page - 1 when none is)")
+    next_page: int | None = Field(description="where the rest of the requested range starts; null: none left")
     text: str
     pages: list[PageText]
 
 
 class SearchHit(BaseModel):
+    """A ranked passage. `snippet` is plain text, never HTML: escape it like any other text before
+    putting it in a page. The words that matched are `highlights`, [start, end) offsets into
+    `snippet` counted in Unicode code points (in JavaScript, index `Array.from(snippet)`)."""
+
     document_id: UUID
     page: int
     score: float
-    snippet: str
+    snippet: str = Field(description="plain text around the matches (never markup)")
+    highlights: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="[start, end) offsets of the matched words in `snippet`, in Unicode code points; "
+        "empty for passages found by vector similarity only",
+    )
     text: str
 
 
@@ -105,11 +132,36 @@ class AgentList(BaseModel):
     items: list[AgentPublic]
 
 
+# Session and user ids: ASCII letters, digits and . _ - : @, 1-200 characters, the first a letter
+# or digit. Every one of them is a valid URL path segment as it is (no "/", no "." or ".."
+# segment a client would resolve away) and a valid PostgreSQL text (no NUL).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
+ID_DESCRIPTION = "1-200 characters: ASCII letters, digits and . _ - : @, starting with a letter or digit"
+
+
 class AgentRunRequest(BaseModel):
-    message: str = Field(min_length=1, max_length=32000)
-    user_id: str = Field(min_length=1, max_length=200)
-    session_id: str | None = Field(default=None, min_length=1, max_length=200, description="new when absent")
+    message: str = Field(
+        min_length=1, max_length=32000, description="no NUL characters, no unpaired surrogates (\\ud800)"
+    )
+    user_id: str = Field(pattern=ID_PATTERN, description=ID_DESCRIPTION)
+    session_id: str | None = Field(
+        default=None, pattern=ID_PATTERN, description=f"new when absent; {ID_DESCRIPTION}"
+    )
     stream: bool = Field(default=False, description="answer as server-sent events")
+
+    @field_validator("message")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        # PostgreSQL text cannot hold either: the search would fail and the turn could not be
+        # stored. JSON's "\ud800" escape decodes to a lone surrogate, which has no UTF-8 form.
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        if _SURROGATE.search(value):
+            raise ValueError(
+                "must be valid Unicode: an unpaired surrogate (such as \\ud800) cannot be stored"
+            )
+        return value
 
 
 class CitationPublic(BaseModel):
@@ -141,8 +193,11 @@ class AgentSessionPage(BaseModel):
 class AgentTurn(BaseModel):
     run_id: str | None
     created_at: datetime
+    status: Literal["completed", "failed", "cancelled"] = Field(
+        description="failed: the model, a tool or the storage failed; cancelled: the client left or the API stopped"
+    )
     message: str
-    reply: str
+    reply: str = Field(description="the answer of a completed turn; empty otherwise")
     citations: list[CitationPublic]
 
 

@@ -101,6 +101,10 @@ class _FilePart:
         self._name = self._value = b""
         self._header_bytes = 0
         self._target = False
+        # Only a part closed by its delimiter, in a body closed by the final boundary, is a document:
+        # a body cut short (a client or proxy that gave up, a chunked body ended early) is refused.
+        self.complete = False
+        self.ended = False
 
     def callbacks(self) -> dict[str, Callable[..., None]]:
         return {
@@ -110,6 +114,8 @@ class _FilePart:
             "on_header_end": self.on_header_end,
             "on_headers_finished": self.on_headers_finished,
             "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_end": self.on_end,
         }
 
     def on_part_begin(self) -> None:
@@ -154,6 +160,13 @@ class _FilePart:
         self.digest.update(chunk)
         self.out.write(chunk)
 
+    def on_part_end(self) -> None:
+        if self._target:
+            self.complete, self._target = True, False
+
+    def on_end(self) -> None:
+        self.ended = True
+
 
 async def _stream_into(
     request: Request, out: BinaryIO, *, field: str, boundary: bytes, max_bytes: int
@@ -167,14 +180,26 @@ async def _stream_into(
             if total > max_bytes + _FRAMING_ALLOWANCE:
                 raise _TooLarge
             parser.write(chunk)
+        # finalize() does not check that the body was complete (python-multipart 0.0.x): on_end does.
         parser.finalize()
     except _TooLarge:
         raise too_large(max_bytes) from None
     except (_Malformed, MultipartParseError) as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {exc}") from None
+    if not part.ended:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            "the multipart body ended before its closing boundary: the upload is incomplete and nothing "
+            "was stored; send it again",
+        )
     if part.files == 0:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, f"no file in the '{field}' field of the multipart body"
+        )
+    if not part.complete:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"the '{field}' part is not closed by a boundary: the upload is incomplete, nothing was stored",
         )
     if part.size == 0:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the uploaded file is empty")

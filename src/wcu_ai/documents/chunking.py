@@ -44,15 +44,25 @@ def chunk_pages(
     overlap: int = DEFAULT_OVERLAP,
 ) -> list[Chunk]:
     """Chunks of every page in order; `page` is 1-based, `ordinal` counts from 0 over the document."""
+    return list(iter_chunks(pages, max_chars=max_chars, overlap=overlap))
+
+
+def iter_chunks(
+    pages: list[str] | tuple[str, ...],
+    *,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    overlap: int = DEFAULT_OVERLAP,
+) -> Iterator[Chunk]:
+    """The chunks of chunk_pages one at a time, so a caller can stop at a limit without making the rest."""
     if max_chars < 2:
         raise ValueError("max_chars must be at least 2")
     if not 0 <= overlap < max_chars // 2:
         raise ValueError("overlap must be >= 0 and less than half of max_chars")
-    chunks: list[Chunk] = []
+    ordinal = 0
     for page, text in enumerate(pages, start=1):
         for start, end in _spans(text, max_chars, overlap):
-            chunks.append(Chunk(page, len(chunks), text[start:end], start, end))
-    return chunks
+            yield Chunk(page, ordinal, text[start:end], start, end)
+            ordinal += 1
 
 
 def _spans(text: str, max_chars: int, overlap: int) -> Iterator[tuple[int, int]]:

@@ -1,16 +1,20 @@
 """Telling a document's type from its bytes, and refusing DOCX files that would blow up.
 
 The file name and the client's content type are never trusted: a PDF has `%PDF-` in its first
-1024 bytes (where readers look for it), a DOCX is a readable zip holding `word/document.xml`.
+1024 bytes (where readers look for it); a DOCX is a readable zip whose own structure says it is a
+Word document (ooxml.main_part: `_rels/.rels` names the main part, `[Content_Types].xml` gives
+its type). DOCM, DOTX and DOTM count as DOCX: they are read like one, and their macros never run.
 """
 
 from __future__ import annotations
 
+import threading
 import zipfile
 import zlib
 from pathlib import Path
 from typing import Literal
 
+from wcu_ai.documents import ooxml
 from wcu_ai.errors import DocumentError, DocumentLimitError
 
 DocumentKind = Literal["pdf", "docx"]
@@ -23,14 +27,9 @@ CONTENT_TYPES: dict[str, str] = {
 
 _HEAD_BYTES = 1024
 _ZIP_MAGIC = b"PK\x03\x04"
-_DOCX_PART = "word/document.xml"
 
-# A member may expand this many times its compressed size before it counts as a bomb; real
-# DOCX XML stays well under 100x. Small members are exempt: a 20 kB run of spaces is harmless.
-MAX_COMPRESSION_RATIO = 200
-_RATIO_EXEMPT_BYTES = 1024 * 1024
-MAX_ZIP_MEMBERS = 10_000
-_READ_CHUNK = 64 * 1024
+MAX_COMPRESSION_RATIO = ooxml.MAX_COMPRESSION_RATIO
+MAX_ZIP_MEMBERS = ooxml.MAX_ZIP_MEMBERS
 _BROKEN_ZIP = (
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
@@ -59,46 +58,40 @@ def detect_type(path: Path) -> DocumentKind | None:
 def _is_docx(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
-            archive.getinfo(_DOCX_PART)
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError):
+            ooxml.main_part(archive)
+    except DocumentLimitError:
+        # An Office package whose structure is too big to read: it is taken as a DOCX so that
+        # parsing refuses it with the limit, rather than "not a document".
+        return True
+    except (DocumentError, *_BROKEN_ZIP, OSError):
         return False
     return True
 
 
-def check_docx_safe(path: Path, max_uncompressed_bytes: int) -> int:
-    """Refuse a DOCX that is a broken zip or a zip bomb; return its uncompressed size.
+def check_docx_safe(
+    path: Path,
+    max_uncompressed_bytes: int,
+    *,
+    max_part_bytes: int | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Refuse a DOCX that is a broken zip, a zip bomb or not a Word document; return its uncompressed size.
 
-    Three checks, cheapest first: the sizes the zip declares, the compression ratio of each
-    member, then the bytes actually inflated (headers can lie), stopping as soon as the limit
-    is passed. Reading every member also verifies their CRCs.
+    Cheapest first: the zip's directory (member count, duplicate names, declared sizes against
+    the total and the per-part limit, each member's compression ratio), then the package
+    structure, then the bytes actually inflated (headers can lie), stopping as soon as a limit is
+    passed. Reading every member also verifies their CRCs. Setting `stop` ends the inflating
+    (ooxml.RewriteStoppedError) within one chunk.
     """
+    limits = {
+        "max_uncompressed_bytes": max_uncompressed_bytes,
+        "max_part_bytes": max_part_bytes if max_part_bytes is not None else max_uncompressed_bytes,
+    }
     try:
         with zipfile.ZipFile(path) as archive:
-            members = [info for info in archive.infolist() if not info.is_dir()]
-            if len(members) > MAX_ZIP_MEMBERS:
-                raise DocumentLimitError(
-                    f"The DOCX holds {len(members)} files; more than {MAX_ZIP_MEMBERS} is not a "
-                    "plausible document"
-                )
-            if _DOCX_PART not in {info.filename for info in members}:
-                raise DocumentError("The file is a zip but not a DOCX (it has no word/document.xml)")
-            declared = sum(info.file_size for info in members)
-            if declared > max_uncompressed_bytes:
-                raise DocumentLimitError(_too_big(declared, max_uncompressed_bytes))
-            for info in members:
-                ratio = info.file_size / max(info.compress_size, 1)
-                if info.file_size > _RATIO_EXEMPT_BYTES and ratio > MAX_COMPRESSION_RATIO:
-                    raise DocumentLimitError(
-                        f"The DOCX looks like a zip bomb: {info.filename} expands {ratio:.0f} times "
-                        f"(more than {MAX_COMPRESSION_RATIO}); it was not opened"
-                    )
-            inflated = 0
-            for info in members:
-                with archive.open(info) as member:
-                    while block := member.read(_READ_CHUNK):
-                        inflated += len(block)
-                        if inflated > max_uncompressed_bytes:
-                            raise DocumentLimitError(_too_big(inflated, max_uncompressed_bytes))
+            members = ooxml.check_zip(archive, **limits)
+            ooxml.main_part(archive)
+            return ooxml.inflate_all(archive, members, **limits, stop=stop)
     except DocumentError:
         raise
     except _BROKEN_ZIP as exc:
@@ -107,11 +100,3 @@ def check_docx_safe(path: Path, max_uncompressed_bytes: int) -> int:
         ) from exc
     except OSError as exc:
         raise DocumentError(f"The DOCX could not be read: {exc}") from exc
-    return inflated
-
-
-def _too_big(size: int, limit: int) -> str:
-    return (
-        f"The DOCX expands to more than {limit} bytes uncompressed (at least {size}); "
-        "the limit is WCU_DOCX_MAX_UNCOMPRESSED_BYTES"
-    )

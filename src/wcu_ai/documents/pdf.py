@@ -1,9 +1,25 @@
-"""Reading a PDF with poppler: `pdfinfo` for pages and metadata, `pdftotext` for the text.
+"""Reading a PDF with poppler: one `pdftotext -htmlmeta` run gives the metadata and every page's text;
+`pdfimages -list` (which pages show images), `pdfinfo` (page sizes) and `pdftoppm` (page images)
+run only for documents with pages that may need OCR.
 
-Text comes from ONE `pdftotext` call over the pages wanted, split on the form feed poppler
-writes after every page: a call per page costs a process start and a re-parse of the file each
-(bench/parse_documents.py measures both). If the split does not give one part per page (a page
-whose text holds a form feed itself), it falls back to one call per page.
+One process per document. `-htmlmeta` writes the Info dictionary's Title, Author and Producer,
+entity-escaped, in an HTML head before the text; the text itself is written raw between `<pre>` and
+`</pre>`, and every page, an empty one too, ends with a form feed. Run with `-l max_pages + 1`, the
+form feeds count the pages and decide the page limit without reading further. With pdfinfo as a
+second process for the page count and metadata, a document cost 1.23-1.87x a bare pdftotext
+(bench/run).
+
+Which form feeds end a page: poppler writes a page as lines, each ended by a newline, plus one
+newline after each text flow, then the form feed; an empty page is the form feed alone. A lone
+form-feed character in the text is whitespace to poppler and dropped, but a ToUnicode entry that
+maps one code to several characters can slip one into a line: such a form feed, not after a blank
+line or another page, is read as a space.
+
+Bounds: every poppler process runs under `limits` (address space and CPU seconds; no file
+writes except pdftoppm's image, which is sized in advance). pdftotext's output is read only up to
+what `max_text_chars` characters can take in UTF-8 (at most 4 bytes each) plus the HTML around
+them: past that the tool is killed and the document refused, so a small file that expands to
+gigabytes of text never reaches memory.
 
 Reading order mode, not `-layout`: layout mode pads columns with spaces and interleaves
 side-by-side columns line by line, which hurts chunking and full-text search.
@@ -11,15 +27,14 @@ side-by-side columns line by line, which hurts chunking and full-text search.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import tempfile
-import time
-from collections.abc import Iterator
+import dataclasses
+import html
+import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from wcu_ai.documents.process import run_tool, tool_env
+from wcu_ai.documents.process import ToolLimits, run_tool, tool_env
 from wcu_ai.errors import (
     DocumentError,
     DocumentLimitError,
@@ -27,21 +42,35 @@ from wcu_ai.errors import (
     EncryptedDocumentError,
     ToolError,
     ToolMissingError,
+    ToolOutputLimitError,
     ToolTimeoutError,
 )
+from wcu_ai.settings import Settings
+
+_DEFAULT_MAX_TEXT_CHARS: int = Settings.model_fields["doc_max_text_chars"].default
 
 _FORM_FEED = "\f"
-
-
-@dataclass(frozen=True, slots=True)
-class PdfInfo:
-    """What `pdfinfo` says about a PDF."""
-
-    page_count: int
-    title: str | None
-    author: str | None
-    producer: str | None
-    encrypted: bool
+# HOME and TMPDIR of a poppler run that must write nothing: the conventional home of no one.
+_NO_HOME = Path("/nonexistent")
+_HEAD_END = "</head>\n<body>\n<pre>\n"
+_TAIL = "</pre>\n</body>\n</html>\n"
+# Title, author and producer as stored and listed: a PDF's info dictionary may hold megabytes.
+MAX_METADATA_CHARS = 500
+_TITLE = re.compile(r"<title>(.*?)</title>\n", re.S)
+_META = re.compile(r'<meta name="(\w+)" content="(.*?)"/>\n', re.S)
+_PAGE_SIZE = re.compile(r"^Page\s+(\d+) size:\s+([\d.]+) x ([\d.]+) pts", re.M)
+_IMAGE_ROW = re.compile(r"^\s*(\d+)\s+\d+\s+\w", re.M)
+# pdfimages -list prints ~100 bytes per image; a listing past this many is not read to its end.
+_IMAGE_LIST_BYTES = 8 * 1024 * 1024
+# Room in pdftotext's output, on top of the text, for the HTML head and for the form feed and
+# blank line that end each page.
+_HEAD_BYTES = 64 * 1024
+_PER_PAGE_BYTES = 4
+# How a tool short of address space fails when it does not crash: poppler's allocator says so, or
+# the loader cannot map a library.
+_OUT_OF_MEMORY = re.compile(r"failed to map segment|cannot allocate memory|out of memory", re.I)
+# Signals poppler dies of when an allocation fails past its address-space limit (or when it crashes).
+_LIMIT_SIGNALS = {signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,32 +81,53 @@ class PdfContent:
     title: str | None
     author: str | None
     producer: str | None
-    encrypted: bool
     pages: tuple[str, ...]
 
 
-def parse_pdfinfo(output: str) -> PdfInfo:
-    """Read `pdfinfo -enc UTF-8` output; a PDF without a page count is refused."""
-    fields: dict[str, str] = {}
-    for line in output.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key and not key.startswith(" ") and key not in fields:
-            fields[key.strip()] = value.strip()
-    pages_text = fields.get("Pages", "")
-    if not pages_text.isdigit():
-        raise DocumentError("The PDF has no readable page count; it may be damaged")
+@dataclass(frozen=True, slots=True)
+class PageSize:
+    """A page's crop box (what viewers show and pdftoppm -cropbox renders), in points."""
 
-    def text(key: str) -> str | None:
-        value = _clean(fields.get(key, "")).strip()
-        return value or None
+    width: float
+    height: float
 
-    return PdfInfo(
-        page_count=int(pages_text),
-        title=text("Title"),
-        author=text("Author"),
-        producer=text("Producer"),
-        encrypted=fields.get("Encrypted", "no").startswith("yes"),
-    )
+
+def parse_pdftotext_html(output: str) -> tuple[dict[str, str], list[str]]:
+    """Split `pdftotext -htmlmeta` output into its metadata (unescaped) and its pages (pure).
+
+    Pages are as poppler wrote them, trailing whitespace removed; NUL characters (PostgreSQL text
+    cannot hold them) are dropped. A run limited with -l gives only the pages it read.
+    """
+    head, sep, body = output.partition(_HEAD_END)
+    if not sep or not body.endswith(_TAIL):
+        raise DocumentError("poppler's output for the PDF was incomplete; export the PDF again and re-upload")
+    body = _clean(body.removesuffix(_TAIL))
+    meta: dict[str, str] = {}
+    if title := _TITLE.search(head):
+        meta["Title"] = html.unescape(title.group(1))
+    for name, value in _META.findall(head):
+        meta.setdefault(name, html.unescape(value))
+    pages: list[str] = []
+    page = ""
+    *ended, rest = body.split(_FORM_FEED)  # str.split: a regex over every character cost 4 ms a 100 pages
+    for piece in ended:
+        page += piece
+        if page == "" or page.endswith("\n\n"):
+            pages.append(page.rstrip())
+            page = ""
+        else:
+            page += " "  # a form feed inside a line
+    if (page + rest).strip():
+        pages.append((page + rest).rstrip())  # only output cut short ends without a form feed
+    return meta, pages
+
+
+def parse_page_sizes(output: str) -> dict[int, PageSize]:
+    """Page number -> crop box from `pdfinfo -f N -l M` output (pure)."""
+    return {
+        int(number): PageSize(float(width), float(height))
+        for number, width, height in _PAGE_SIZE.findall(output)
+    }
 
 
 async def read_pdf(
@@ -86,62 +136,166 @@ async def read_pdf(
     max_pages: int,
     timeout: float,
     scratch_dir: Path | None = None,
+    max_text_chars: int = _DEFAULT_MAX_TEXT_CHARS,
+    limits: ToolLimits | None = None,
 ) -> PdfContent:
-    """Metadata and per-page text of the PDF at `path`, within `timeout` seconds in all.
+    """Metadata and per-page text of the PDF at `path`, within `timeout` seconds.
 
     Raises EncryptedDocumentError for a password-protected PDF, DocumentLimitError past
-    `max_pages`, DocumentTimeoutError when poppler runs out of time, DocumentError for an empty,
-    damaged or non-PDF file, ToolMissingError when poppler is not installed. `scratch_dir`
-    (private HOME and TMPDIR for poppler) defaults to a temporary directory removed on return.
+    `max_pages` or when the text is longer than `max_text_chars` allows, DocumentTimeoutError when
+    poppler runs out of time, DocumentError for an empty, damaged or non-PDF file or when poppler
+    stops at one of `limits`, ToolMissingError when poppler is not installed. `scratch_dir` is
+    poppler's HOME, TMPDIR and working directory; without one pdftotext, which writes nothing (its
+    file-size limit is 0), gets a HOME and TMPDIR that do not exist and runs in /: no directory is
+    made and removed per document.
     """
-    deadline = time.monotonic() + timeout
     _check_not_empty(path)
-    with _scratch(scratch_dir) as scratch:
-        # pdftotext runs while pdfinfo does: the two process starts and file parses overlap (the
-        # PDF path cost 1.65x a bare pdftotext, bench/run). pdfinfo still decides: its error or a
-        # limit it reveals wins, and the text is then not waited for (its process is killed).
-        text_task = asyncio.create_task(
-            _pdftotext(path, first=1, last=None, deadline=deadline, scratch=scratch)
+    # Absolute: the tool runs in another directory.
+    argv = ["pdftotext", "-htmlmeta", "-enc", "UTF-8", "-l", str(max_pages + 1), str(path.absolute()), "-"]
+    cap = 4 * max_text_chars + _HEAD_BYTES + _PER_PAGE_BYTES * (max_pages + 1)
+    try:
+        output = await run_poppler(
+            argv, timeout=timeout, scratch=scratch_dir, limits=_no_files(limits), max_stdout_bytes=cap
         )
-        try:
-            info = await _pdfinfo(path, timeout=timeout, scratch=scratch)
-            if info.page_count == 0:
-                raise DocumentError("The PDF has no pages")
-            if info.page_count > max_pages:
-                raise DocumentLimitError(
-                    f"The PDF has {info.page_count} pages; the limit is {max_pages} (WCU_DOC_MAX_PAGES)"
-                )
-            text = await text_task
-        except BaseException:
-            text_task.cancel()
-            await asyncio.gather(text_task, return_exceptions=True)
-            raise
-        pages = _split_pages(text, info.page_count)
-        if pages is None:
-            pages = [
-                _clean(await _pdftotext(path, first=n, last=n, deadline=deadline, scratch=scratch))
-                .replace(_FORM_FEED, "\n")
-                .rstrip()
-                for n in range(1, info.page_count + 1)
-            ]
+    except ToolOutputLimitError as exc:
+        raise _text_limit_error(max_text_chars) from exc
+    meta, pages = parse_pdftotext_html(output)
+    if not pages:
+        raise DocumentError("The PDF has no pages")
+    if len(pages) > max_pages:
+        raise DocumentLimitError(
+            f"The PDF has more than {max_pages} pages; the limit is {max_pages} (WCU_DOC_MAX_PAGES)"
+        )
+    if sum(len(page) for page in pages) > max_text_chars:
+        raise _text_limit_error(max_text_chars)
+
+    def text(key: str) -> str | None:
+        # Cut, not refused: a title is a label, and every listing serves it.
+        value = " ".join(meta.get(key, "").split())[:MAX_METADATA_CHARS].strip()
+        return value or None
+
     return PdfContent(
-        page_count=info.page_count,
-        title=info.title,
-        author=info.author,
-        producer=info.producer,
-        encrypted=info.encrypted,
+        page_count=len(pages),
+        title=text("Title"),
+        author=text("Author"),
+        producer=text("Producer"),
         pages=tuple(pages),
     )
 
 
-def _split_pages(text: str, page_count: int) -> list[str] | None:
-    """One string per page, or None when the form feeds do not match the page count."""
-    parts = _clean(text).split(_FORM_FEED)
-    if parts[-1] == "":
-        parts.pop()  # pdftotext ends every page, the last and the empty ones too, with a form feed
-    if len(parts) != page_count:
+def parse_image_pages(output: str) -> set[int]:
+    """The pages that show at least one image, from `pdfimages -list` output (pure)."""
+    return {int(page) for page in _IMAGE_ROW.findall(output)}
+
+
+async def pages_with_images(
+    path: Path, first: int, last: int, *, timeout: float, scratch: Path, limits: ToolLimits | None
+) -> set[int] | None:
+    """The pages of first..last that show an image (pdfimages lists them without decoding any).
+
+    None when the listing is too long to read (tens of thousands of images): any page may have one.
+    """
+    argv = ["pdfimages", "-list", "-f", str(first), "-l", str(last), str(path.absolute())]
+    try:
+        output = await run_poppler(
+            argv,
+            timeout=timeout,
+            scratch=scratch,
+            limits=_no_files(limits),
+            max_stdout_bytes=_IMAGE_LIST_BYTES,
+        )
+    except ToolOutputLimitError:
         return None
-    return [part.rstrip() for part in parts]
+    return parse_image_pages(output)
+
+
+async def page_sizes(
+    path: Path, first: int, last: int, *, timeout: float, scratch: Path, limits: ToolLimits | None
+) -> dict[int, PageSize]:
+    """The crop box of pages first..last (pdfinfo prints two short lines per page)."""
+    argv = ["pdfinfo", "-f", str(first), "-l", str(last), str(path.absolute())]
+    try:
+        output = await run_poppler(
+            argv,
+            timeout=timeout,
+            scratch=scratch,
+            limits=_no_files(limits),
+            max_stdout_bytes=_HEAD_BYTES + 256 * (last - first + 1),
+        )
+    except ToolOutputLimitError as exc:
+        # Only metadata strings of tens of kilobytes make pdfinfo say this much.
+        raise DocumentError(
+            "The PDF's metadata is too long to read; export the PDF again and re-upload"
+        ) from exc
+    return parse_page_sizes(output)
+
+
+async def render_page(
+    path: Path,
+    page: int,
+    *,
+    dpi: int,
+    size: PageSize,
+    out: Path,
+    timeout: float,
+    scratch: Path,
+    limits: ToolLimits | None,
+) -> Path:
+    """Page `page` as an 8-bit grayscale PGM image at `dpi`, written to `out` (.pgm is appended).
+
+    The file may be no larger than the image the page's size and `dpi` make: pdftoppm is stopped
+    by the kernel (RLIMIT_FSIZE) before it writes more.
+    """
+    pixels = (int(size.width * dpi / 72) + 2) * (int(size.height * dpi / 72) + 2)
+    argv = ["pdftoppm", "-r", str(dpi), "-gray", "-cropbox", "-f", str(page), "-l", str(page)]
+    argv += ["-singlefile", str(path.absolute()), str(out.absolute())]
+    image_limits = dataclasses.replace(limits or ToolLimits(), file_bytes=pixels + 4096)
+    await run_poppler(argv, timeout=timeout, scratch=scratch, limits=image_limits, max_stdout_bytes=4096)
+    return out.with_name(out.name + ".pgm")
+
+
+async def run_poppler(
+    argv: list[str],
+    *,
+    timeout: float,
+    scratch: Path | None,
+    limits: ToolLimits | None,
+    max_stdout_bytes: int | None = None,
+) -> str:
+    """Run a poppler tool in `scratch` (None: one that writes nothing, in /, with no usable HOME);
+    its failures become DocumentErrors that say what to do."""
+    home = scratch or _NO_HOME
+    try:
+        result = await run_tool(
+            argv,
+            timeout=timeout,
+            cwd=scratch or Path("/"),
+            env=tool_env(home, home),
+            limits=limits,
+            max_stdout_bytes=max_stdout_bytes,
+        )
+    except (ToolMissingError, ToolOutputLimitError):
+        raise
+    except ToolTimeoutError as exc:
+        raise DocumentTimeoutError(
+            f"Reading the PDF took longer than the time allowed ({exc.timeout:.0f} s, "
+            "WCU_DOC_TIMEOUT_SECONDS); split the document or simplify it"
+        ) from exc
+    except ToolError as exc:
+        raise _document_error(exc, limited=limits is not None) from exc
+    return result.stdout_text
+
+
+def _text_limit_error(max_text_chars: int) -> DocumentLimitError:
+    return DocumentLimitError(
+        f"The PDF's text is longer than {max_text_chars:,} characters, the limit "
+        "(WCU_DOC_MAX_TEXT_CHARS); split the document"
+    )
+
+
+def _no_files(limits: ToolLimits | None) -> ToolLimits | None:
+    # pdftotext and pdfinfo write only to their stdout pipe: any file they open for writing is a fault.
+    return None if limits is None else dataclasses.replace(limits, file_bytes=0)
 
 
 def _clean(text: str) -> str:
@@ -158,40 +312,32 @@ def _check_not_empty(path: Path) -> None:
         raise DocumentError("The file is empty (0 bytes); upload the document again")
 
 
-async def _pdfinfo(path: Path, *, timeout: float, scratch: Path) -> PdfInfo:
-    argv = ["pdfinfo", "-enc", "UTF-8", str(path)]
-    result = await _run_poppler(argv, timeout=timeout, scratch=scratch)
-    return parse_pdfinfo(result)
-
-
-async def _pdftotext(path: Path, *, first: int, last: int | None, deadline: float, scratch: Path) -> str:
-    """The text of pages first..last (last=None: to the end), pages ended by form feeds."""
-    pages = ["-f", str(first)] + (["-l", str(last)] if last is not None else [])
-    argv = ["pdftotext", "-q", "-enc", "UTF-8", *pages, str(path), "-"]
-    return await _run_poppler(argv, timeout=deadline - time.monotonic(), scratch=scratch)
-
-
-async def _run_poppler(argv: list[str], *, timeout: float, scratch: Path) -> str:
-    try:
-        result = await run_tool(argv, timeout=timeout, cwd=scratch, env=tool_env(scratch, scratch))
-    except ToolMissingError:
-        raise
-    except ToolTimeoutError as exc:
-        raise DocumentTimeoutError(
-            f"Reading the PDF took longer than the time allowed ({exc.timeout:.0f} s, "
-            "WCU_DOC_TIMEOUT_SECONDS); split the document or simplify it"
-        ) from exc
-    except ToolError as exc:
-        raise _document_error(exc) from exc
-    return result.stdout_text
-
-
-def _document_error(exc: ToolError) -> DocumentError:
+def _document_error(exc: ToolError, *, limited: bool) -> DocumentError:
     tail = exc.stderr_tail
     if "Incorrect password" in tail:
         return EncryptedDocumentError()
+    if "can not be after the last page (0)" in tail:
+        return DocumentError("The PDF has no pages")
     if exc.returncode == 3 or "not allowed" in tail:
         return DocumentError("The PDF's permissions forbid extracting its text; save it without restrictions")
+    signum = -exc.returncode if exc.returncode is not None and exc.returncode < 0 else None
+    if limited and signum in (signal.SIGXCPU, signal.SIGKILL):
+        # RLIMIT_CPU's soft and hard limit are one: the kernel's SIGXCPU comes with SIGKILL.
+        return DocumentLimitError(
+            f"poppler was stopped on this PDF (signal {signum}): it used up its CPU time "
+            "(WCU_POPPLER_MAX_CPU_SECONDS) or the system ran out of memory; simplify the document"
+        )
+    if limited and signum in _LIMIT_SIGNALS:
+        # An allocation past RLIMIT_AS aborts or crashes poppler: the signal cannot tell it from a bug.
+        return DocumentLimitError(
+            f"poppler stopped on this PDF (signal {signum}): it ran out of the memory allowed "
+            "(WCU_POPPLER_MAX_MEMORY_BYTES) or crashed; simplify the document"
+        )
+    if limited and _OUT_OF_MEMORY.search(tail):
+        return DocumentLimitError(
+            "poppler ran out of the memory allowed on this PDF (WCU_POPPLER_MAX_MEMORY_BYTES); "
+            "simplify the document"
+        )
     reason = tail.splitlines()[-1] if tail else f"exit code {exc.returncode}"
     reason = reason.removeprefix("Syntax Error: ").removeprefix("I/O Error: ").strip()
     if exc.returncode is not None and exc.returncode < 0:
@@ -199,12 +345,3 @@ def _document_error(exc: ToolError) -> DocumentError:
     return DocumentError(
         f"The PDF is damaged, truncated or not a PDF ({reason}); export it again and re-upload"
     )
-
-
-@contextlib.contextmanager
-def _scratch(scratch_dir: Path | None) -> Iterator[Path]:
-    if scratch_dir is not None:
-        yield scratch_dir
-        return
-    with tempfile.TemporaryDirectory(prefix="wcu-pdf-") as tmp:
-        yield Path(tmp)

@@ -1,4 +1,4 @@
-"""Running the external document tools (LibreOffice, poppler) with limits.
+"""Running the external document tools (LibreOffice, poppler, Tesseract) with limits.
 
 Every tool runs from an argv list (never a shell) in its own session, so it leads a new process
 group; on timeout or cancellation the whole group is killed, which takes LibreOffice's
@@ -32,8 +32,8 @@ from wcu_ai.errors import ToolError, ToolMissingError, ToolOutputLimitError, Too
 
 logger = logging.getLogger(__name__)
 
-#: The tools the document pipeline needs on PATH.
-REQUIRED_TOOLS = ("soffice", "pdftotext", "pdfinfo", "prlimit")
+#: The tools the document pipeline needs on PATH (pdfimages, pdftoppm, tesseract: OCR of scanned pages).
+REQUIRED_TOOLS = ("soffice", "pdftotext", "pdfinfo", "pdfimages", "pdftoppm", "tesseract", "prlimit")
 
 _STDERR_TAIL_CHARS = 2000
 

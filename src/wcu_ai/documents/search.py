@@ -2,11 +2,16 @@
 
 Hybrid ranking fuses the full-text and the vector rankings with reciprocal rank fusion, which
 needs no tuning of the two scores' scales against each other.
+
+A passage's snippet is plain text, never markup: the words that matched the query are given as
+[start, end) offsets into it (Unicode code points), so no client has to trust HTML built from a
+document's text.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -14,6 +19,7 @@ from uuid import UUID
 from psycopg import AsyncConnection, sql
 
 from wcu_ai.documents.store import Q
+from wcu_ai.documents.textsearch import TEXT_SEARCH_CONFIGS
 from wcu_ai.embeddings import embed_texts
 from wcu_ai.tasks.model import error_text
 
@@ -25,6 +31,11 @@ logger = logging.getLogger(__name__)
 RRF_K = 60
 
 
+# What the full-text query's headline marks matches with (queries.sql, search_text).
+_START, _STOP = "\x02", "\x03"
+_MARKS = re.compile("([\x02\x03])")
+
+
 @dataclass(frozen=True)
 class Passage:
     document_id: UUID
@@ -32,6 +43,30 @@ class Passage:
     score: float
     snippet: str
     text: str
+    highlights: tuple[tuple[int, int], ...] = ()
+
+
+def highlighted(headline: str) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """The plain text of a headline marked with STX/ETX, and the [start, end) offsets of the marks (pure)."""
+    parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    position, start = 0, None
+    for piece in _MARKS.split(headline):
+        if piece == _START:
+            start = position
+        elif piece == _STOP:
+            if start is not None and start < position:
+                spans.append((start, position))
+            start = None
+        elif piece:
+            parts.append(piece)
+            position += len(piece)
+    return "".join(parts), tuple(spans)
+
+
+def _text_row(row: dict[str, Any]) -> dict[str, Any]:
+    snippet, spans = highlighted(row["snippet"])
+    return {**row, "snippet": snippet, "highlights": spans}
 
 
 def _passage(row: dict[str, Any], score: float | None = None) -> Passage:
@@ -41,6 +76,7 @@ def _passage(row: dict[str, Any], score: float | None = None) -> Passage:
         score=float(row["score"] if score is None else score),
         snippet=row["snippet"],
         text=row["text"],
+        highlights=row.get("highlights", ()),
     )
 
 
@@ -71,15 +107,20 @@ async def search(
 
 
 async def search_text(conn: AsyncConnection[Any], query: str, *, limit: int) -> list[Passage]:
-    rows = await (await conn.execute(Q["search_text"], {"q": query, "limit": limit})).fetchall()
-    return [_passage(r) for r in rows]
+    return [_passage(r) for r in await _search_text_rows(conn, query, limit=limit)]
+
+
+async def _search_text_rows(conn: AsyncConnection[Any], query: str, *, limit: int) -> list[dict[str, Any]]:
+    params = {"q": query, "limit": limit, "configs": list(TEXT_SEARCH_CONFIGS)}
+    rows = await (await conn.execute(Q["search_text"], params)).fetchall()
+    return [_text_row(r) for r in rows]
 
 
 async def search_hybrid(
     conn: AsyncConnection[Any], query: str, embedding: list[float], *, model: str, limit: int
 ) -> list[Passage]:
     pool = limit * 4
-    text_rows = await (await conn.execute(Q["search_text"], {"q": query, "limit": pool})).fetchall()
+    text_rows = await _search_text_rows(conn, query, limit=pool)
     params = {"embedding": str(embedding), "model": model, "limit": pool}
     vector_rows = await (await conn.execute(vector_query(len(embedding)), params)).fetchall()
     return fuse([text_rows, vector_rows], limit=limit)
@@ -98,6 +139,6 @@ def fuse(rankings: list[list[dict[str, Any]]], *, limit: int) -> list[Passage]:
         for rank, row in enumerate(ranking, start=1):
             key = (row["document_id"], row["ordinal"])
             scores[key] = scores.get(key, 0.0) + 1.0 / (RRF_K + rank)
-            rows.setdefault(key, row)  # the first ranking's snippet (a highlighted headline) wins
+            rows.setdefault(key, row)  # the first ranking's snippet (a headline with highlights) wins
     best = sorted(scores, key=lambda k: (-scores[k], str(k[0]), k[1]))[:limit]
     return [_passage(rows[k], scores[k]) for k in best]

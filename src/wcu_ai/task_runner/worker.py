@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from wcu_ai.database import connect_async
 from wcu_ai.errors import PermanentTaskError
 from wcu_ai.settings import Settings
+from wcu_ai.task_runner.metrics import RunnerMetrics
 from wcu_ai.tasks import queue
 from wcu_ai.tasks.model import Task, error_text, retry_delay, should_retry
 from wcu_ai.tasks.registry import TaskContext, TaskRegistry
@@ -201,12 +202,18 @@ class Worker:
         registry: TaskRegistry,
         runner_id: str,
         resources: dict[str, Any] | None = None,
+        *,
+        metrics: RunnerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.registry = registry
         self.runner_id = runner_id
         self.resources = resources if resources is not None else {}
+        if metrics is None:
+            metrics = RunnerMetrics()
+            metrics.track_task_types(registry.task_types)
+        self.metrics = metrics
         self._wake = asyncio.Event()
         # Claimed tasks until their handler has returned and they have handed their outcome over
         # (successes to the completion writer, which holds them until written).
@@ -297,12 +304,14 @@ class Worker:
                 expired = 0
                 tasks = await queue.claim(conn, runner=self.runner_id, limit=limit, lease_seconds=lease)
         if expired:
+            self.metrics.tasks_expired.inc(expired)
             logger.warning(
                 "tasks failed after their runner died on the last attempt",
                 extra={"action": "task.lease_expired_final", "count": expired},
             )
         loop = asyncio.get_running_loop()
         for task in tasks:
+            self.metrics.task_claimed(task.task_type)
             # Started here, up to the handler's first wait: a handler that never waits is done, and
             # its outcome handed over, before the next one starts (no round of the event loop each).
             asyncio.eager_task_factory(loop, self._execute(task, self._free_slots.pop()))
@@ -354,6 +363,7 @@ class Worker:
         self._deadlines[current] = started + self.settings.task_timeout_seconds
         ctx = TaskContext(settings=self.settings, pool=self.pool, slot=slot, resources=self.resources)
         try:
+            handler = None
             try:
                 handler = self.registry.get(task.task_type)
                 result = await handler(task, ctx)
@@ -364,6 +374,8 @@ class Worker:
                         f"the {task.task_type} handler returned a result that cannot be stored as JSON: {exc}"
                     ) from None
             finally:
+                if handler is not None:
+                    self.metrics.task_ran(task.task_type, time.monotonic() - started)
                 # The handler is done with its slot: the next task may start while this outcome is written.
                 del self._deadlines[current]
                 self._free_slots.append(slot)
@@ -437,13 +449,16 @@ class Worker:
         """Every outcome of a task ends here, written (`held`: this runner still held it) or not."""
         self._wake.set()  # one claimed task fewer: room for another claim
         if action == "task.record_failed":
+            self.metrics.task_outcome(log["task_type"], "unrecorded")
             logger.error(
                 "could not record the task outcome; it will run again when its lease expires",
                 extra={"action": action, **log},
             )
         elif held:
+            self.metrics.task_recorded(log["task_type"], action)
             logger.info(action.replace("task.", "task "), extra={"action": action, **log})
         else:
+            self.metrics.task_outcome(log["task_type"], "lost")
             logger.warning(
                 "task outcome discarded: this runner no longer holds the task's lease",
                 extra={"action": "task.lease_lost", **log},
@@ -505,13 +520,16 @@ class Worker:
                         lease_seconds=self.settings.task_lease_seconds,
                     )
             except _DB_ERRORS as exc:
+                self.metrics.lease_renewal_errors.inc()
                 logger.warning(
                     "lease heartbeat failed",
                     extra={"action": "runner.heartbeat_error", "error": error_text(exc)},
                 )
                 continue
+            self.metrics.lease_renewals.inc(len(held))
             for runner, task in list(self._inflight.items()):
                 if task.id not in held:
+                    self.metrics.leases_lost.inc()
                     logger.error(
                         "lease lost; abandoning task",
                         extra={"action": "task.lease_lost", "task_id": str(task.id)},

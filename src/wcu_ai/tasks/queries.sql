@@ -104,3 +104,47 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(before_ts)s::timestamptz IS NULL OR (created_at, id) < (%(before_ts)s, %(before_id)s::uuid))
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
+
+-- name: prune_cutoff
+-- One cutoff from the database's clock for a whole prune: every batch and the dry run's count
+-- judge the same rows.
+SELECT now() - make_interval(secs => %(older_than)s) AS cutoff;
+
+-- name: count_prunable
+SELECT count(*) AS n FROM ai_server_tasks
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < %(cutoff)s;
+
+-- name: prune_batch
+-- The oldest finished tasks, at most `limit`, through ai_server_tasks_finished_idx (its predicate
+-- is repeated exactly, so the planner can use it). SKIP LOCKED: a batch never waits on a row
+-- another transaction holds (a concurrent prune, an operator's retry).
+DELETE FROM ai_server_tasks WHERE id IN (
+    SELECT id FROM ai_server_tasks
+    WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < %(cutoff)s
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+);
+
+-- name: cancel
+-- Queued or running tasks only (FOR UPDATE: the status reported is the one the cancel replaced).
+-- A running task keeps locked_by and its lease's end: the runner working it finds the task no
+-- longer held at its next renewal and abandons it, its outcome writes above match no row, and
+-- `retry` waits for that lease to end.
+UPDATE ai_server_tasks AS t
+SET status = 'cancelled', last_error = 'cancelled by an operator', finished_at = now(), updated_at = now()
+FROM (SELECT id, status FROM ai_server_tasks WHERE id = %(id)s FOR UPDATE) AS before
+WHERE t.id = before.id AND before.status IN ('queued', 'running')
+RETURNING before.status AS was;
+
+-- name: retry
+-- Failed or cancelled tasks only, queued again and due now with `attempts` more attempts. The count
+-- goes on (never reset): an attempt of before can never pass the attempts guard of the outcome
+-- writes. A task cancelled while running waits until the lease of its last attempt has ended, by
+-- when its runner has let go of it.
+UPDATE ai_server_tasks
+SET status = 'queued', max_attempts = attempts + %(attempts)s, run_after = now(), locked_by = NULL,
+    lease_expires_at = NULL, result = NULL, started_at = NULL, finished_at = NULL, updated_at = now()
+WHERE id = %(id)s AND status IN ('failed', 'cancelled')
+  AND (lease_expires_at IS NULL OR lease_expires_at < now())
+RETURNING id;

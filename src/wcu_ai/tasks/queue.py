@@ -167,6 +167,36 @@ async def list_tasks(
     return [Task.from_row(r) for r in await (await conn.execute(Q["list"], params)).fetchall()]
 
 
+async def prune_cutoff(conn: AsyncConnection[Any], older_than_seconds: float) -> datetime:
+    """The database's now() less `older_than_seconds`: tasks finished before it may be pruned."""
+    row = await (await conn.execute(Q["prune_cutoff"], {"older_than": older_than_seconds})).fetchone()
+    assert row is not None
+    return row["cutoff"]
+
+
+async def count_prunable(conn: AsyncConnection[Any], cutoff: datetime) -> int:
+    row = await (await conn.execute(Q["count_prunable"], {"cutoff": cutoff})).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+async def prune_batch(conn: AsyncConnection[Any], cutoff: datetime, limit: int) -> int:
+    """Deletes at most `limit` of the tasks finished before `cutoff`, oldest first; returns how many."""
+    return (await conn.execute(Q["prune_batch"], {"cutoff": cutoff, "limit": limit})).rowcount
+
+
+async def cancel(conn: AsyncConnection[Any], task_id: UUID) -> TaskStatus | None:
+    """Cancels a queued or running task; returns the status it had, None when it had neither."""
+    row = await (await conn.execute(Q["cancel"], {"id": task_id})).fetchone()
+    return None if row is None else TaskStatus(row["was"])
+
+
+async def retry(conn: AsyncConnection[Any], task_id: UUID, *, attempts: int) -> bool:
+    """Queues a failed or cancelled task again, due now, with `attempts` more; False when refused."""
+    row = await (await conn.execute(Q["retry"], {"id": task_id, "attempts": attempts})).fetchone()
+    return row is not None
+
+
 _encode_result = json.JSONEncoder(default=str, allow_nan=False).encode
 
 

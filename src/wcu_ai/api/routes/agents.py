@@ -2,6 +2,9 @@
 
 Without WCU_AGENT_MODEL every route here answers 503 naming the variable; the rest of the API
 does not depend on it. Prompts and replies are never logged.
+
+One run at a time per session: a run (or a delete) of a session whose run is still going waits
+up to WCU_AGENT_SESSION_WAIT_SECONDS, then is answered 409 with Retry-After.
 """
 
 from __future__ import annotations
@@ -13,24 +16,18 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from wcu_ai.agents.catalog import (
-    AgentCatalog,
-    AgentInfo,
-    AgentRunError,
-    AgentsLoading,
-    Reply,
-    StreamEvent,
-    reply_json,
-    turns,
-)
+from wcu_ai.agents.catalog import AgentCatalog, AgentInfo, AgentsLoading
+from wcu_ai.agents.history import turns
 from wcu_ai.agents.knowledge import Citation
-from wcu_ai.agents.metrics import request_metrics
 from wcu_ai.agents.model import VARIABLE
-from wcu_ai.api.deps import PoolDep, SettingsDep
+from wcu_ai.agents.runs import AgentRun, Reply, StreamEvent, reply_json
+from wcu_ai.api.deps import SettingsDep
 from wcu_ai.api.schemas import (
+    ID_DESCRIPTION,
+    ID_PATTERN,
     AgentList,
     AgentPublic,
     AgentRunRequest,
@@ -43,12 +40,10 @@ from wcu_ai.api.schemas import (
     UserMemoryPage,
     UserMemoryPublic,
 )
-from wcu_ai.settings import Settings
-from wcu_ai.tasks.model import error_text
+from wcu_ai.errors import AgentRunError, SessionBusyError, SessionNotFoundError
 
 if TYPE_CHECKING:
     from agno.session import AgentSession
-    from psycopg_pool import AsyncConnectionPool
 
 logger = logging.getLogger(__name__)
 
@@ -65,17 +60,7 @@ async def get_catalog(request: Request) -> AgentCatalog:
 
 CatalogDep = Annotated[AgentCatalog, Depends(get_catalog)]
 
-
-async def require_database(pool: PoolDep, catalog: CatalogDep) -> None:
-    """Agno's storage reads a database it cannot reach as tables that do not exist: reads would
-    answer empty and a run would not be saved. The pool checks a connection before lending it.
-    (After the catalog: without a model the answer is the 503 naming WCU_AGENT_MODEL.) A connection
-    that cannot be had raises psycopg's OperationalError, which api/app.py answers with 503."""
-    async with pool.connection():
-        pass
-
-
-router = APIRouter(tags=["agents"], dependencies=[Depends(require_database)])
+router = APIRouter(tags=["agents"])
 
 
 def get_agent(agent_id: str, catalog: CatalogDep) -> AgentInfo:
@@ -88,8 +73,12 @@ def get_agent(agent_id: str, catalog: CatalogDep) -> AgentInfo:
 AgentDep = Annotated[AgentInfo, Depends(get_agent)]
 Limit = Annotated[int, Query(ge=1, le=100)]
 Page = Annotated[int, Query(ge=1)]
-# The same bounds as AgentRunCreate.user_id.
-UserId = Annotated[str, Query(min_length=1, max_length=200)]
+# The same alphabet and bounds as AgentRunRequest's ids.
+UserId = Annotated[str, Query(pattern=ID_PATTERN, description=ID_DESCRIPTION)]
+SessionId = Annotated[str, Path(pattern=ID_PATTERN, description=ID_DESCRIPTION)]
+UserIdPath = Annotated[str, Path(pattern=ID_PATTERN, description=ID_DESCRIPTION)]
+
+BUSY = {409: {"description": "another run of the session is still going; Retry-After says when to retry"}}
 
 
 def _time(epoch: int | None) -> datetime | None:
@@ -113,32 +102,14 @@ def _session_public(session: AgentSession) -> dict[str, Any]:
     }
 
 
-async def _owned_session(
-    catalog: AgentCatalog, agent: AgentInfo, session_id: str, user_id: str | None
-) -> AgentSession | None:
-    """The session when it is this agent's (and this user's, when one is named); else None."""
-    session = await catalog.session(session_id)
-    if session is None or session.agent_id != agent.id:
-        return None
-    if user_id is not None and session.user_id != user_id:
-        return None
-    return session
-
-
 def _no_session(session_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no session {session_id!r} of this agent and user")
 
 
-async def _queue_metrics(pool: AsyncConnectionPool, settings: Settings) -> None:
-    # The run is answered either way: metrics lag, they never fail a run.
-    try:
-        async with pool.connection() as conn:
-            await request_metrics(conn, settings)
-    except Exception as exc:
-        logger.warning(
-            "could not queue the agent metrics calculation",
-            extra={"action": "agents.metrics_not_queued", "error": error_text(exc)},
-        )
+def _busy(exc: SessionBusyError) -> HTTPException:
+    return HTTPException(
+        status.HTTP_409_CONFLICT, exc.message, headers={"Retry-After": str(exc.retry_after_seconds)}
+    )
 
 
 @router.get("/v1/agents")
@@ -155,41 +126,50 @@ def _sse(event: StreamEvent) -> str:
     return f"event: {event.event}\ndata: {json.dumps(event.data)}\n\n"
 
 
+# An SSE comment: clients ignore it, proxies and load balancers see bytes on an idle stream.
+HEARTBEAT = ": keep-alive\n\n"
+
+
 @router.post(
     "/v1/agents/{agent_id}/runs",
     response_model=AgentRunResult,
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "JSON, or events with stream=true"}
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or events with stream=true"},
+        **BUSY,
     },
 )
 async def run_agent(
-    body: AgentRunRequest, agent: AgentDep, catalog: CatalogDep, pool: PoolDep, settings: SettingsDep
+    body: AgentRunRequest, agent: AgentDep, catalog: CatalogDep, settings: SettingsDep
 ) -> Any:
     """Runs the agent on a message in a session (a new one when session_id is absent).
 
     With stream=true the answer is server-sent events: run_started, content (text deltas),
     citations (after each document search), then done (the same body as without streaming) or
-    error."""
+    error; a `: keep-alive` comment every WCU_AGENT_STREAM_HEARTBEAT_SECONDS while the model is
+    silent."""
     session_id = body.session_id or str(uuid.uuid4())
-    if body.session_id is not None:
-        existing = await catalog.session(session_id)
-        if existing is not None and (existing.agent_id != agent.id or existing.user_id != body.user_id):
-            raise _no_session(session_id)
     logger.info(
         "agent run",
         extra={"action": "agents.run", "agent": agent.id, "session_id": session_id, "stream": body.stream},
     )
+    try:
+        run = await catalog.start_run(
+            agent.id, body.message, user_id=body.user_id, session_id=session_id, stream=body.stream
+        )
+    except SessionBusyError as exc:
+        raise _busy(exc) from None
+    except SessionNotFoundError:
+        raise _no_session(session_id) from None
     if body.stream:
         return StreamingResponse(
-            _stream(catalog, agent, body, session_id, pool, settings),
+            _stream(run, settings.agent_stream_heartbeat_seconds),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     try:
-        reply = await catalog.run(agent.id, body.message, user_id=body.user_id, session_id=session_id)
+        reply = await run.reply()
     except AgentRunError as exc:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, exc.message) from None
-    await _queue_metrics(pool, settings)
     return _result(reply)
 
 
@@ -197,27 +177,12 @@ def _result(reply: Reply) -> AgentRunResult:
     return AgentRunResult(**{**reply_json(reply), "citations": _citations(reply.citations)})
 
 
-async def _stream(
-    catalog: AgentCatalog,
-    agent: AgentInfo,
-    body: AgentRunRequest,
-    session_id: str,
-    pool: AsyncConnectionPool,
-    settings: Settings,
-) -> AsyncIterator[str]:
+async def _stream(run: AgentRun, heartbeat_seconds: float) -> AsyncIterator[str]:
     try:
-        async for event in catalog.stream(
-            agent.id, body.message, user_id=body.user_id, session_id=session_id
-        ):
-            yield _sse(event)
-            if event.event == "done":
-                await _queue_metrics(pool, settings)
-    except Exception as exc:
-        # Headers are sent: the failure can only be told as an event.
-        logger.warning(
-            "agent stream failed", extra={"action": "agents.stream_failed", "error": type(exc).__name__}
-        )
-        yield _sse(StreamEvent("error", {"detail": AgentRunError().message}))
+        async for event in run.events(heartbeat_seconds):
+            yield HEARTBEAT if event is None else _sse(event)
+    finally:
+        run.cancel()  # the client left before the end: the run stops and is stored as cancelled
 
 
 @router.get("/v1/agents/{agent_id}/sessions")
@@ -235,19 +200,21 @@ async def list_sessions(
 
 @router.get("/v1/agents/{agent_id}/sessions/{session_id}")
 async def get_session(
-    session_id: str,
+    session_id: SessionId,
     agent: AgentDep,
     catalog: CatalogDep,
     user_id: UserId | None = None,
 ) -> AgentSessionHistory:
-    """A session's history: each run's message, reply and citations, oldest first."""
-    session = await _owned_session(catalog, agent, session_id, user_id)
+    """A session's history, oldest first: each turn's message and status, and for a completed turn
+    its reply and citations."""
+    session = await catalog.session(agent.id, session_id, user_id)
     if session is None:
         raise _no_session(session_id)
     history = [
         AgentTurn(
             run_id=t.run_id,
             created_at=datetime.fromtimestamp(t.created_at, UTC),
+            status=t.status.value,
             message=t.message,
             reply=t.reply,
             citations=_citations(t.citations),
@@ -257,34 +224,40 @@ async def get_session(
     return AgentSessionHistory(**_session_public(session), turns=history)
 
 
-@router.delete("/v1/agents/{agent_id}/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/v1/agents/{agent_id}/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=BUSY
+)
 async def delete_session(
-    session_id: str,
+    session_id: SessionId,
     agent: AgentDep,
     catalog: CatalogDep,
-    user_id: UserId | None = None,
+    user_id: UserId,
 ) -> Response:
-    session = await _owned_session(catalog, agent, session_id, user_id)
-    if session is None or not await catalog.delete_session(session_id):
+    """Forgets the user's session (user_id is required: only its owner deletes a session)."""
+    try:
+        deleted = await catalog.delete_session(agent.id, session_id, user_id)
+    except SessionBusyError as exc:
+        raise _busy(exc) from None
+    if not deleted:
         raise _no_session(session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/v1/users/{user_id}/memories")
 async def list_memories(
-    user_id: str, catalog: CatalogDep, limit: Limit = 50, page: Page = 1
+    user_id: UserIdPath, catalog: CatalogDep, limit: Limit = 50, page: Page = 1
 ) -> UserMemoryPage:
     """What the agents remember about a user, most recently updated first."""
     memories = await catalog.memories(user_id, limit=limit, page=page)
     return UserMemoryPage(
         items=[
             UserMemoryPublic(
-                memory_id=m.memory_id,
-                memory=m.memory,
-                topics=m.topics or [],
-                agent_id=m.agent_id,
-                created_at=_time(m.created_at),
-                updated_at=_time(m.updated_at),
+                memory_id=m["memory_id"],
+                memory=m["memory"] if isinstance(m["memory"], str) else json.dumps(m["memory"]),
+                topics=m["topics"] or [],
+                agent_id=m["agent_id"],
+                created_at=_time(m["created_at"]),
+                updated_at=_time(m["updated_at"]),
             )
             for m in memories
         ]

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from wcu_ai.api.deps import ConnDep, PoolDep, SettingsDep
@@ -14,7 +15,7 @@ from wcu_ai.api.schemas import DocumentPage, DocumentPublic, DocumentText, PageT
 from wcu_ai.api.upload import receive_file
 from wcu_ai.documents import store
 from wcu_ai.documents.detect import detect_type
-from wcu_ai.documents.handlers import work_dir
+from wcu_ai.documents.textsearch import TextSearchConfig
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
@@ -46,10 +47,21 @@ _UPLOAD_BODY = {
         422: {},
     },
 )
-async def upload_document(request: Request, settings: SettingsDep, pool: PoolDep) -> Any:
+async def upload_document(
+    request: Request,
+    settings: SettingsDep,
+    pool: PoolDep,
+    language: Annotated[
+        TextSearchConfig | None,
+        Query(
+            description="the text-search configuration to index the text with (`simple`: no stemming); "
+            "detected from the text when absent"
+        ),
+    ] = None,
+) -> Any:
     """Multipart upload (field `file`) of a PDF or DOCX, detected from its bytes; parsing is queued."""
     async with receive_file(
-        request, field="file", max_bytes=settings.upload_max_bytes, scratch_dir=work_dir(settings) / "uploads"
+        request, field="file", max_bytes=settings.upload_max_bytes, scratch_dir=request.state.upload_dir
     ) as received:
         kind = detect_type(received.path)
         if kind is None:
@@ -62,15 +74,19 @@ async def upload_document(request: Request, settings: SettingsDep, pool: PoolDep
             content_type=received.content_type,
             kind=kind,
             sha256=received.sha256,
-            content=received.path.read_bytes(),
+            size=received.size,
+            path=received.path,
+            text_search_config=language,
         )
-    async with pool.connection() as conn:
-        created = await store.create(
-            conn, upload, store.PostgresBlobStore(), max_attempts=settings.task_max_attempts
-        )
-        # A new document is queued as it is committed; re-reading it would race the runner, which
-        # may already be parsing it. A duplicate reports the status it has now.
-        document = await store.get(conn, created.document_id) if created.duplicate else None
+        # The scratch file streams into the database from local disk, so the transaction lasts as
+        # long as the copy, not as long as a slow client takes to send it.
+        async with pool.connection() as conn:
+            created = await store.create(
+                conn, upload, store.PostgresBlobStore(), max_attempts=settings.task_max_attempts
+            )
+            # A new document is queued as it is committed; re-reading it would race the runner, which
+            # may already be parsing it. A duplicate reports the status it has now.
+            document = await store.get(conn, created.document_id) if created.duplicate else None
     body = UploadAccepted(
         document_id=created.document_id,
         task_id=created.task_id,
@@ -94,8 +110,35 @@ async def get_document(document_id: UUID, conn: ConnDep) -> DocumentPublic:
     return DocumentPublic(**document)
 
 
-@router.get("/{document_id}/text", responses={404: {}, 409: {"description": "not parsed (yet)"}})
-async def get_document_text(document_id: UUID, conn: ConnDep) -> DocumentText:
+# Pages one /text response holds at most, whatever their size (each page's length is computed).
+_TEXT_MAX_PAGES = 500
+
+
+@router.get("/{document_id}/text", responses={404: {}, 409: {"description": "not parsed (yet)"}, 422: {}})
+async def get_document_text(
+    document_id: UUID,
+    conn: ConnDep,
+    settings: SettingsDep,
+    from_page: Annotated[int, Query(ge=1, le=1_000_000, description="first page wanted")] = 1,
+    to_page: Annotated[
+        int | None, Query(ge=1, le=1_000_000, description="last page wanted (default: the last page)")
+    ] = None,
+) -> DocumentText:
+    """The text of pages from_page..to_page, page by page, in a bounded response: at most
+    WCU_TEXT_RESPONSE_MAX_CHARS characters of page text and 500 pages. Follow `next_page` for the
+    rest of the range; without parameters a document within the bound comes whole."""
+    if to_page is not None and to_page < from_page:
+        # The shape of FastAPI's own 422 (HTTPValidationError), which the OpenAPI schema promises.
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "to_page"),
+                    "msg": "to_page must not be before from_page",
+                    "input": to_page,
+                }
+            ]
+        )
     document = await store.get(conn, document_id)
     if document is None:
         raise _not_found(document_id)
@@ -104,10 +147,28 @@ async def get_document_text(document_id: UUID, conn: ConnDep) -> DocumentText:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"the document is {document['status']}, not parsed{reason}"
         )
-    pages = [PageText(page=p["page_no"], text=p["text"]) for p in await store.pages(conn, document_id)]
+    page_count = document["page_count"]
+    last = page_count if to_page is None else min(to_page, page_count)
+    rows = await store.page_range(
+        conn,
+        document_id,
+        first=from_page,
+        last=last,
+        max_pages=_TEXT_MAX_PAGES,
+        max_chars=settings.text_response_max_chars,
+    )
+    pages = [
+        PageText(page=r["page_no"], text=r["text"], ocr=r["ocr"], truncated=len(r["text"]) < r["chars"])
+        for r in rows
+    ]
+    returned_to = pages[-1].page if pages else from_page - 1
     return DocumentText(
         document_id=document_id,
-        page_count=document["page_count"],
+        page_count=page_count,
+        text_chars=document["text_chars"],
+        from_page=from_page,
+        to_page=returned_to,
+        next_page=returned_to + 1 if returned_to < last else None,
         text="\n\n".join(p.text for p in pages),
         pages=pages,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from psycopg_pool import PoolTimeout
 
 from wcu_ai.api.deps import PoolDep
@@ -21,8 +21,13 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/health/ready", responses={503: {"description": "not ready, with the reason"}})
-async def ready(pool: PoolDep, response: Response) -> dict[str, Any]:
-    """Ready when the database answers and its schema is at this version's newest migration."""
+async def ready(pool: PoolDep, request: Request, response: Response) -> dict[str, Any]:
+    """Ready when the database answers and its schema is at this version's newest migration, and
+    not once the API is draining for a shutdown (api/drain.py)."""
+    drain = getattr(request.app.state, "drain", None)
+    if drain is not None and drain.draining:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"status": "draining", "reason": "the API is shutting down; it serves until it stops"}
     expected = [m.name for m in packaged_migrations()]
     try:
         async with pool.connection(timeout=2.0) as conn:
