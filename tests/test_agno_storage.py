@@ -13,6 +13,7 @@ from agno.session import AgentSession
 from sqlalchemy import text
 
 from wcu_ai.agno_storage import AgnoStorage, engine_options, get_agno_postgres_db
+from wcu_ai.migrations import MigrationTool
 from wcu_ai.settings import Settings
 
 
@@ -49,9 +50,23 @@ def _run(status: RunStatus, content: str) -> RunOutput:
     )
 
 
+def _hold_lock(settings: Settings, session_id: str) -> uuid.UUID:
+    """A run's lock on the session (migration 0005's table), as session_lock.lock_session takes it."""
+    holder = uuid.uuid4()
+    with psycopg.connect(settings.require_database_url()) as conn:
+        conn.execute(
+            "INSERT INTO ai_agent_session_locks (session_id, holder, expires_at)"
+            " VALUES (%s, %s, now() + interval '1 minute')",
+            (session_id, holder),
+        )
+    return holder
+
+
 def test_a_run_storage_reads_its_session_once_writes_it_checked_and_redacted(settings: Settings) -> None:
     settings = settings.model_copy(update={"db_statement_timeout_seconds": 2})
     get_agno_postgres_db(settings)  # the runner's tables
+    MigrationTool(settings).run_up()
+    holder = _hold_lock(settings, "s1")
 
     async def main() -> dict[str, Any]:
         storage = AgnoStorage(settings)
@@ -59,19 +74,27 @@ def test_a_run_storage_reads_its_session_once_writes_it_checked_and_redacted(set
             async with storage.engine.connect() as conn:
                 timeout = (await conn.execute(text("SHOW statement_timeout"))).scalar()
             session = _session("s1")
-            db = storage.run_storage(session)
+            db = storage.run_storage(session, holder)
             assert await db.get_session("s1", deserialize=True) is session  # no query: the API's read
             session.upsert_run(_run(RunStatus.completed, "the answer"))
             session.upsert_run(_run(RunStatus.error, "Error code: 401 api_key=sk-secret"))
             await db.upsert_session(session)
-            again = storage.run_storage(_session("s2"))
-            await again.upsert_session(again.session)
-            return {"timeout": timeout, "saved": db.saved, "tables_reflected": sorted(storage.tables)}
+            # A run that does not hold the session's lock (its lease ran out, another run took
+            # it) writes nothing: its copy of the session is stale.
+            fenced = storage.run_storage(_session("s1"), uuid.uuid4())
+            await fenced.upsert_session(fenced.session)
+            return {
+                "timeout": timeout,
+                "saved": db.saved,
+                "fenced_saved": fenced.saved,
+                "tables_reflected": sorted(storage.tables),
+            }
         finally:
             await storage.close()
 
     result = asyncio.run(main())
-    assert result == {"timeout": "2s", "saved": True, "tables_reflected": ["sessions"]}
+    # The session write is our fenced SQL: it reflects no table.
+    assert result == {"timeout": "2s", "saved": True, "fenced_saved": False, "tables_reflected": []}
     with psycopg.connect(settings.require_database_url()) as conn:
         [(runs,)] = conn.execute("SELECT runs FROM ai_sessions WHERE session_id = 's1'").fetchall()
     assert [(r["status"], r.get("content")) for r in runs] == [("COMPLETED", "the answer"), ("ERROR", None)]
@@ -89,7 +112,7 @@ def test_a_run_storage_never_creates_a_table_and_reports_an_unsaved_session(sett
     async def main() -> bool:
         storage = AgnoStorage(settings)
         try:
-            db = storage.run_storage(_session("s1"))
+            db = storage.run_storage(_session("s1"), uuid.uuid4())
             await db.upsert_session(db.session)
             assert await db._get_table("approvals", create_table_if_not_found=True) is None
             return db.saved

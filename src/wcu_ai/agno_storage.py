@@ -3,7 +3,9 @@
 Agno creates its tables lazily on first write. The runner owns the schema, so it forces the four
 tables the service uses at start-up (get_agno_postgres_db, synchronous: the runner calls it in a
 thread); the API only ever reads and writes rows in tables that already exist, through Agno's
-asynchronous storage (AgnoStorage), so a slow or locked table never holds up its event loop.
+asynchronous storage (AgnoStorage), so a slow or locked table never holds up its event loop. A
+run's write of its session is our own SQL on that engine (agents/queries.sql store_session),
+fenced by the run's session lock.
 
 Both engines get the service's connect timeout and hide SQL parameters from their errors (they
 hold prompts and replies; Agno logs those errors); the API's also WCU_DB_STATEMENT_TIMEOUT_SECONDS.
@@ -13,9 +15,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
+from psycopg.types.json import Jsonb
+
 from wcu_ai.agents.history import redact_failed_runs
+from wcu_ai.agents.sessions import Q as SESSION_Q
+from wcu_ai.agents.sessions import lock_timeout_params
 from wcu_ai.database import connect_kwargs, sqlalchemy_url
 from wcu_ai.logconfig import route_agno_logs
 from wcu_ai.settings import Settings, load_settings
@@ -125,9 +132,10 @@ class AgnoStorage:
         self.tables: dict[str, Table] = {}
         _run_storage_class()  # Agno's storage module loads here (the API's loading thread), not in a run
 
-    def run_storage(self, session: AgentSession) -> Any:
-        """A RunStorage (an Agno AsyncPostgresDb) for one run of this session."""
-        return _run_storage_class()(self, session)
+    def run_storage(self, session: AgentSession, holder: uuid.UUID) -> Any:
+        """A RunStorage (an Agno AsyncPostgresDb) for one run of this session, which holds its
+        lock as `holder` (session_lock.SessionLock.holder)."""
+        return _run_storage_class()(self, session, holder)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -137,6 +145,7 @@ class AgnoStorage:
 def _run_storage_class() -> type[Any]:
     """RunStorage, defined on first use: it subclasses Agno's AsyncPostgresDb (a heavy import)."""
     from agno.db.postgres import AsyncPostgresDb
+    from agno.db.utils import json_serializer
 
     class RunStorage(AsyncPostgresDb):
         """Agno's async storage for one run of one session.
@@ -148,9 +157,12 @@ def _run_storage_class() -> type[Any]:
         - Before the session is written, failed runs lose the error text Agno put in their
           content and events (a provider's error can quote a key); `saved` says whether the
           write went through.
+        - The session is written only while this run still holds its lock (fenced): a run whose
+          lease ran out during a database stall, and whose session another run has taken and
+          stored since, would otherwise write its stale copy over that run's turn.
         """
 
-        def __init__(self, storage: AgnoStorage, session: AgentSession) -> None:
+        def __init__(self, storage: AgnoStorage, session: AgentSession, holder: uuid.UUID) -> None:
             super().__init__(
                 id="wcu-ai",
                 db_engine=storage.engine,
@@ -163,6 +175,7 @@ def _run_storage_class() -> type[Any]:
             )
             self._tables = storage.tables
             self.session = session
+            self.holder = holder
             self.saved = False
 
         async def _get_table(self, table_type: str, create_table_if_not_found: bool | None = False) -> Any:
@@ -183,11 +196,51 @@ def _run_storage_class() -> type[Any]:
         async def upsert_session(self, session: Any, deserialize: bool | None = True) -> Any:
             from agno.session import AgentSession
 
-            if isinstance(session, AgentSession):
-                redact_failed_runs(session)
-            result = await super().upsert_session(session, deserialize=deserialize)
-            if session.session_id == self.session.session_id:
-                self.saved = result is not None
-            return result
+            if not (isinstance(session, AgentSession) and session.session_id == self.session.session_id):
+                return await super().upsert_session(session, deserialize=deserialize)
+            redact_failed_runs(session)
+            try:
+                self.saved = await self._fenced_write(session)
+            except Exception as exc:
+                # Never raised to Agno (it prints tracebacks) nor logged with text: it can quote prompts.
+                error = getattr(exc, "orig", None) or exc
+                logger.warning(
+                    "could not store a run's session",
+                    extra={"action": "agents.session_not_stored", "error": type(error).__name__},
+                )
+                self.saved = False
+            if not self.saved:
+                return None
+            return session if deserialize is not False else session.to_dict()
+
+        async def _fenced_write(self, session: AgentSession) -> bool:
+            """Writes the session in one transaction with the check that this run holds its lock."""
+            from agno.utils.string import sanitize_postgres_strings
+
+            row = session.to_dict()
+            fence = {"session_id": session.session_id, "holder": self.holder}
+
+            def jsonb(key: str) -> Jsonb | None:
+                value = row.get(key)
+                return (
+                    None if value is None else Jsonb(sanitize_postgres_strings(value), dumps=json_serializer)
+                )
+
+            params = {
+                "session_id": session.session_id,
+                "agent_id": row.get("agent_id"),
+                "user_id": row.get("user_id"),
+                "created_at": row.get("created_at"),
+                **{k: jsonb(k) for k in ("runs", "agent_data", "session_data", "summary", "metadata")},
+            }
+            async with self.db_engine.begin() as conn:
+                await conn.exec_driver_sql(SESSION_Q["bound_lock_wait"], lock_timeout_params())
+                if (await conn.exec_driver_sql(SESSION_Q["session_lock_held"], fence)).first() is None:
+                    logger.warning(
+                        "a run that lost its session's lock did not store its answer",
+                        extra={"action": "agents.session_write_fenced", "session_id": session.session_id},
+                    )
+                    return False
+                return (await conn.exec_driver_sql(SESSION_Q["store_session"], params)).first() is not None
 
     return RunStorage

@@ -34,6 +34,10 @@ class StatementTimeoutError(DatabaseUnavailableError):
     """the database cancelled the query; retry later"""
 
 
+class SessionStorageLockedError(DatabaseUnavailableError):
+    """the agent's sessions are locked in the database by another transaction; retry later"""
+
+
 class InsufficientStorageError(WcuError):
     """the API has no space left for the upload's scratch file (WCU_WORK_DIR); retry later"""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from agno.session import AgentSession
@@ -21,7 +22,9 @@ def test_the_assistant_uses_its_runs_storage_history_memory_and_no_telemetry() -
         storage = AgnoStorage(settings)
         try:
             catalog = AgentCatalog(settings, make(), storage, DocumentSearch(pool, None, None, limit=5), pool)
-            run_db = storage.run_storage(AgentSession(session_id="s1", agent_id=ASSISTANT.id, user_id="ada"))
+            run_db = storage.run_storage(
+                AgentSession(session_id="s1", agent_id=ASSISTANT.id, user_id="ada"), uuid.uuid4()
+            )
             agent = catalog.build(ASSISTANT.id, run_db)
             assert agent.db is run_db
             assert (run_db.session_table_name, run_db.memory_table_name, run_db.metrics_table_name) == (

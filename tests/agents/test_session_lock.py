@@ -105,3 +105,22 @@ def test_a_held_lock_is_renewed_and_a_released_holder_cannot_free_a_later_one(mi
         await later.release()
 
     with_pool(migrated, body)
+
+
+def test_a_release_that_failed_is_retried_not_left_for_the_lease(migrated: Settings) -> None:
+    # A database stall made the release fail (no pooled connection in time): the row stayed for
+    # the whole lease and the session's next run waited for it or got 409.
+    settings = migrated.model_copy(update={"db_pool_size": 1, "db_connect_timeout_seconds": 1})
+
+    async def body(pool: Any) -> list[tuple[Any, ...]]:
+        lock = await lock_session(pool, "s-retry", wait_seconds=0, lease_seconds=600)
+        async with pool.connection():  # the pool's one connection is taken: the release gets none
+            await lock.release()
+            assert lock_rows(settings) == [("s-retry", lock.holder)]
+        for _ in range(300):  # bounded: 30 s, far below the lease
+            if not lock_rows(settings):
+                break
+            await asyncio.sleep(0.1)
+        return lock_rows(settings)
+
+    assert with_pool(settings, body) == []

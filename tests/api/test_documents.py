@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from tests.factories import make_docx, make_garbage, make_pdf, make_zip_bomb
 pytestmark = pytest.mark.documents
 
 UPLOAD_LIMIT = 2 * 1024 * 1024
+DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+# A DOCX encrypted by msoffcrypto-tool (tests/data/README.md): an OLE file holding EncryptedPackage.
+PASSWORD_DOCX = Path(__file__).parent.parent / "data" / "password-protected.docx"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +62,8 @@ def test_a_pdf_round_trip_gives_pages_metadata_and_text(stack: ServiceStack, tmp
         "report.pdf",
         pdf.stat().st_size,
     )
+    # stack.upload sends application/octet-stream, as curl -F does: the stored type is the detected one.
+    assert document["content_type"] == "application/pdf"
     text = stack.get(f"/v1/documents/{accepted['document_id']}/text").json()
     assert [p["page"] for p in text["pages"]] == [1, 2, 3]
     for page, expected in zip(text["pages"], pages, strict=True):
@@ -74,6 +80,7 @@ def test_a_docx_round_trip_goes_through_libreoffice(stack: ServiceStack, tmp_pat
     document = stack.wait_document(response.json()["document_id"])
     assert document["status"] == "parsed", document
     assert (document["kind"], document["page_count"], document["title"]) == ("docx", 2, "Handbook")
+    assert document["content_type"] == DOCX_TYPE
     assert document["pdf_bytes"] > 0
     text = stack.get(f"/v1/documents/{document['id']}/text").json()
     assert [" ".join(p["text"].split()) for p in text["pages"]] == pages
@@ -160,6 +167,41 @@ def test_unsupported_empty_and_oversized_uploads_are_refused(stack: ServiceStack
     with psycopg.connect(stack.db_url) as conn:
         sizes = conn.execute("SELECT size_bytes FROM parsed_documents").fetchall()
     assert all(size < UPLOAD_LIMIT for (size,) in sizes)
+
+
+def _without_member(path: Path, member: str) -> Path:
+    with zipfile.ZipFile(path) as src:
+        kept = [(info, src.read(info)) for info in src.infolist() if info.filename != member]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info, data in kept:
+            dst.writestr(info, data)
+    return path
+
+
+def test_password_protected_damaged_and_old_office_files_are_refused_saying_what_to_do(
+    stack: ServiceStack, tmp_path: Path
+) -> None:
+    """Regression: each was a 415 "unsupported document type" that did not say what was wrong."""
+    refused = {
+        "password": stack.upload(PASSWORD_DOCX),
+        "truncated": stack.upload(_truncated(make_docx(tmp_path / "cut.docx", [unique("Cut short")]))),
+        "no-main-part": stack.upload(
+            _without_member(make_docx(tmp_path / "hollow.docx", [unique("Hollow")]), "word/document.xml")
+        ),
+    }
+    old = tmp_path / "old.doc"
+    old.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(4096))
+    refused["ole"] = stack.upload(old)
+    assert {name: r.status_code for name, r in refused.items()} == dict.fromkeys(refused, 415)
+    detail = {name: r.json()["detail"] for name, r in refused.items()}
+    assert all(d.startswith("unsupported document type") for d in detail.values()), detail
+    assert "The DOCX is password-protected: remove the password" in detail["password"]
+    assert "The DOCX is damaged" in detail["truncated"] and "save it again" in detail["truncated"]
+    assert "The DOCX is damaged" in detail["no-main-part"] and "word/document.xml" in detail["no-main-part"]
+    assert "save it as .docx" in detail["ole"] and "password" not in detail["ole"]
+    with psycopg.connect(stack.db_url) as conn:
+        names = {row[0] for row in conn.execute("SELECT filename FROM parsed_documents")}
+    assert not names & {PASSWORD_DOCX.name, "cut.docx", "hollow.docx", "old.doc"}
 
 
 def test_a_duplicate_upload_is_reported_not_parsed_twice(stack: ServiceStack, tmp_path: Path) -> None:

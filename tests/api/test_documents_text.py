@@ -13,7 +13,7 @@ import pytest
 
 from tests.api.conftest import ServiceStack, service_stack
 from tests.conftest import missing_tools_or_fail
-from tests.factories import make_pdf
+from tests.factories import make_docx, make_pdf
 from tests.pdf_bytes import dense_page_pdf, repeated_text_pdf, scanned_pdf, shared_content_pdf, text_image
 
 pytestmark = pytest.mark.documents
@@ -108,7 +108,8 @@ def test_hostile_pdfs_fail_naming_the_limit_and_the_runner_goes_on(
         tmp_path / "shared.pdf", pages=2000, line="Lorem ipsum dolor sit amet " * 3, lines=90
     )
     assert "WCU_DOC_MAX_TEXT_CHARS" in failed(stack, shared)
-    assert "WCU_DOC_MAX_PAGE_CHARS" in failed(stack, dense_page_pdf(tmp_path / "dense.pdf"))
+    dense = failed(stack, dense_page_pdf(tmp_path / "dense.pdf"))
+    assert "WCU_DOC_MAX_PAGE_CHARS" in dense and "split that page" in dense
     assert "WCU_POPPLER_MAX_MEMORY_BYTES" in failed(
         stack, repeated_text_pdf(tmp_path / "repeat.pdf", repeats=40_000)
     )
@@ -146,6 +147,43 @@ def test_snippets_are_plain_text_with_highlight_offsets(stack: ServiceStack, tmp
     assert [hit["snippet"][a:b].lower() for a, b in hit["highlights"]] == ["zeppelin", marker]
 
 
+def _letters(n: int) -> str:
+    # Letters only: the text-search parser splits a hex string like "59e2bfa9" into several words.
+    return uuid.uuid4().hex[:n].translate(str.maketrans("0123456789", "ghijklmnop"))
+
+
+def test_words_in_angle_brackets_are_found_and_snippets_keep_the_brackets(
+    stack: ServiceStack, tmp_path: Path
+) -> None:
+    """Regression: PostgreSQL's parser took "<...>" for an HTML tag: its words were never indexed."""
+    marker = _letters(8)
+    page = f"Note {marker}: List<Capybara{marker}> when x<y and y>z, then <script>alert(1)</script> runs."
+    document = parsed(stack, make_pdf(tmp_path / "brackets.pdf", [page]))
+    for word in (f"capybara{marker}", "script", "alert"):
+        hits = stack.get("/v1/search", q=f"{word} {marker}").json()["results"]
+        assert [h["document_id"] for h in hits] == [document["id"]], word
+    [hit] = stack.get("/v1/search", q=f"capybara{marker} alert").json()["results"]
+    assert f"List<Capybara{marker}>" in hit["snippet"] and "<script>alert(1)</script>" in hit["snippet"]
+    assert hit["snippet"] in hit["text"]  # the chunk's own characters, < and > included
+    assert [hit["snippet"][a:b].lower() for a, b in hit["highlights"]] == [f"capybara{marker}", "alert"]
+    served = stack.get(f"/v1/documents/{document['id']}/text").json()["pages"][0]["text"]
+    assert " ".join(served.split()) == page
+
+
+def test_right_to_left_words_are_found_without_bidi_controls(stack: ServiceStack, tmp_path: Path) -> None:
+    """Regression: pdftotext wraps right-to-left runs in U+202B..U+202C; the mark stuck to the last
+    word, so "بالعالم" of "مرحبا بالعالم" was not found."""
+    marker = _letters(8)
+    # LibreOffice writes the PDF the runner reads, with the right-to-left runs poppler marks.
+    docx = make_docx(tmp_path / "rtl.docx", [f"Greeting {marker}: مرحبا بالعالم"])
+    document = parsed(stack, docx)
+    hits = stack.get("/v1/search", q=f"بالعالم {marker}").json()["results"]
+    assert [h["document_id"] for h in hits] == [document["id"]]
+    text = stack.get(f"/v1/documents/{document['id']}/text").json()["text"]
+    assert {"مرحبا", "بالعالم", marker} <= set(text.replace(":", " ").split())
+    assert not set(text) & set("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def test_text_comes_in_bounded_ranges(stack: ServiceStack, tmp_path: Path) -> None:
     """Regression (issue 10, item 2): one /text response carried the whole text, 774 MB of it."""
     pages = [f"Page {n} {uuid.uuid4().hex}. " + "Lorem ipsum dolor sit amet. " * 12 for n in range(1, 8)]
@@ -172,8 +210,14 @@ def test_text_comes_in_bounded_ranges(stack: ServiceStack, tmp_path: Path) -> No
     assert " ".join(third["text"].split()) == pages[2].strip()
     tail = stack.get(path, from_page=6, to_page=99).json()
     assert ([p["page"] for p in tail["pages"]], tail["next_page"]) == ([6, 7], None)
-    beyond = stack.get(path, from_page=9).json()
-    assert (beyond["pages"], beyond["to_page"], beyond["next_page"]) == ([], 8, None)
+    last = stack.get(path, from_page=7, to_page=300).json()
+    assert ([p["page"] for p in last["pages"]], last["from_page"], last["to_page"]) == ([7], 7, 7)
+    # Past the last page was a 200 whose to_page came before its from_page (8..7, 200..199).
+    for params in ({"from_page": 8}, {"from_page": 200, "to_page": 300}):
+        beyond = stack.get(path, **params)
+        assert beyond.status_code == 422, beyond.text
+        [error] = beyond.json()["detail"]
+        assert error["loc"] == ["query", "from_page"] and "7 pages" in error["msg"]
     backwards = stack.get(path, from_page=3, to_page=2)
     assert backwards.status_code == 422
     assert backwards.json()["detail"][0]["loc"] == ["query", "to_page"]

@@ -149,7 +149,7 @@ def test_header_only_is_refused(tmp_path: Path) -> None:
 @documents
 def test_more_pages_than_allowed(tmp_path: Path) -> None:
     path = make_pdf(tmp_path / "long.pdf", [f"page {n}" for n in range(1, 6)])
-    with pytest.raises(DocumentLimitError, match=r"more than 4 pages; the limit is 4 \(WCU_DOC_MAX_PAGES\)"):
+    with pytest.raises(DocumentLimitError, match=r"the limit is 4 \(WCU_DOC_MAX_PAGES\); split the document"):
         _read(path, max_pages=4)
     assert _read(path, max_pages=5).page_count == 5
     assert _read(path, max_pages=6).page_count == 5
@@ -252,6 +252,17 @@ def test_parse_pdftotext_html_reads_metadata_and_pages() -> None:
         "Producer": "LibreOffice 7.4",
     }
     assert pages == ["first page\nsecond line", "", "third </pre> page"]
+
+
+def test_bidi_controls_are_taken_out_of_the_pages() -> None:
+    """Regression: the embedding marks pdftotext puts around right-to-left runs stuck to the words."""
+    head = "<html>\n<head>\n</head>\n<body>\n<pre>\n"
+    # As pdftotext writes "Hello" then an Arabic "hello world" from LibreOffice's PDF.
+    hello, world = "\u0645\u0631\u062d\u0628\u0627", "\u0628\u0627\u0644\u0639\u0627\u0644\u0645"
+    page = f"\u202b\u202a end\u202c{hello} {world} \u202aHello\u202c\u202c\n\u200ex\u2066\u2069 \u200f"
+    _, pages = parse_pdftotext_html(head + page + "\n\n\f</pre>\n</body>\n</html>\n")
+    # A mark between two words' letters was a run boundary: it becomes a space, the rest go.
+    assert pages == [f" end {hello} {world} Hello\nx"]
 
 
 def test_a_form_feed_inside_a_line_is_not_a_page_end() -> None:

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from wcu_ai.database import open_pool
-from wcu_ai.documents.search import fuse, highlighted, search_hybrid, search_text, vector_query
+from wcu_ai.documents.search import fuse, highlighted, restored, search_hybrid, search_text, vector_query
 from wcu_ai.documents.store import Q
 from wcu_ai.documents.textsearch import TEXT_SEARCH_CONFIGS
 from wcu_ai.migrations import MigrationTool
@@ -75,6 +75,25 @@ def test_snippets_are_plain_text_with_offsets_never_live_markup(settings: Settin
     assert "<b>" not in passage.snippet
     assert "\x02" not in passage.snippet and "\x03" not in passage.snippet
     assert [passage.snippet[start:end] for start, end in passage.highlights] == ["zeppelin", "zeppelins"]
+
+
+def test_restored_puts_the_chunks_own_characters_back() -> None:
+    text = "Use List<Capybara> when x<y and y>z."
+    assert restored("List Capybara  when x y", text) == "List<Capybara> when x<y"
+    assert restored("not in it", text) == "not in it"
+    assert restored("a b", "a\x02b") == "a b"  # the marks' own characters never come back
+
+
+def test_words_in_angle_brackets_are_indexed_and_kept_in_snippets(settings: Settings, db_url: str) -> None:
+    """Regression: the text-search parser dropped "<...>" as an HTML tag, its words unindexed."""
+    MigrationTool(settings).run_up()
+    text = "Generic List<Capybara>\n when x<y and  y>z,\n\nthen <script>alert(1)</script> runs."
+    doc = _insert_chunk(db_url, text)
+    for query in ("capybara", "script", "alert", "y"):
+        assert [p.document_id for p in _search(settings, query)] == [doc], query
+    [passage] = _search(settings, "capybara alert")
+    assert passage.snippet in text and "List<Capybara>" in passage.snippet
+    assert [passage.snippet[a:b] for a, b in passage.highlights] == ["Capybara", "alert"]
 
 
 def _search(settings: Settings, query: str) -> list[Any]:

@@ -124,14 +124,14 @@ class AgentCatalog:
 
     async def session(self, agent_id: str, session_id: str, user_id: str | None) -> AgentSession | None:
         """The session when it is this agent's (and this user's, when one is named); else None."""
-        async with self.pool.connection() as conn:
+        async with session_store.session_transaction(self.pool) as conn:
             row = await session_store.session_row(conn, session_id)
         if row is None or not session_store.owned(row, agent_id=agent_id, user_id=user_id):
             return None
         return session_store.session_of_row(row)
 
     async def sessions(self, agent_id: str, user_id: str, *, limit: int, page: int) -> list[AgentSession]:
-        async with self.pool.connection() as conn:
+        async with session_store.session_transaction(self.pool) as conn:
             return await session_store.user_sessions(
                 conn, agent_id=agent_id, user_id=user_id, limit=limit, page=page
             )
@@ -140,7 +140,7 @@ class AgentCatalog:
         """Deletes the user's session; waits for a run of it like another run would (SessionBusyError)."""
         lock = await self._lock(session_id)
         try:
-            async with self.pool.connection() as conn:
+            async with session_store.session_transaction(self.pool) as conn:
                 return await session_store.delete_session(
                     conn, session_id, agent_id=agent_id, user_id=user_id
                 )
@@ -183,12 +183,12 @@ class AgentCatalog:
             )
             raise
         try:
-            async with self.pool.connection() as conn:
+            async with session_store.session_transaction(self.pool) as conn:
                 row = await session_store.claim_session(conn, session_id, agent_id=agent_id, user_id=user_id)
             if not session_store.owned(row, agent_id=agent_id, user_id=user_id):
                 raise SessionNotFoundError()
             session = session_store.session_of_row(row)
-            storage = self.storage.run_storage(session)
+            storage = self.storage.run_storage(session, lock.holder)
             agent = self.build(agent_id, storage)
             _as_agno_creates(session, agent)
             run = AgentRun(

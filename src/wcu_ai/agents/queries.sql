@@ -17,6 +17,35 @@ SET holder = EXCLUDED.holder, acquired_at = now(), expires_at = EXCLUDED.expires
 WHERE l.expires_at < now()
 RETURNING holder;
 
+-- name: bound_lock_wait
+-- For the rest of this transaction a statement waiting for a row or table lock gives up after
+-- sessions.LOCK_TIMEOUT_SECONDS: a locked ai_sessions or lock table fails the
+-- run at once instead of holding a pooled connection until the statement timeout.
+SELECT set_config('lock_timeout', %(lock_timeout)s, true);
+
+-- name: session_lock_held
+-- The fencing token of a session write, in the write's transaction: no row back, another run
+-- took the session (this run's lease ran out). FOR UPDATE holds off a takeover until the write
+-- has committed, so the next run reads what this one wrote.
+SELECT holder FROM ai_agent_session_locks
+WHERE session_id = %(session_id)s AND holder = %(holder)s
+FOR UPDATE;
+
+-- name: store_session
+-- Agno's own upsert of an agent session (AsyncPostgresDb.upsert_session, Agno 2.9), run after
+-- session_lock_held in one transaction. No row back: the session is another user's.
+INSERT INTO ai_sessions AS s (session_id, session_type, agent_id, user_id, runs, agent_data,
+                              session_data, summary, metadata, created_at, updated_at)
+VALUES (%(session_id)s, 'agent', %(agent_id)s, %(user_id)s, %(runs)s, %(agent_data)s,
+        %(session_data)s, %(summary)s, %(metadata)s, %(created_at)s, %(created_at)s)
+ON CONFLICT (session_id) DO UPDATE
+SET agent_id = EXCLUDED.agent_id, user_id = EXCLUDED.user_id, agent_data = EXCLUDED.agent_data,
+    session_data = EXCLUDED.session_data, summary = EXCLUDED.summary,
+    metadata = EXCLUDED.metadata, runs = EXCLUDED.runs,
+    updated_at = extract(epoch FROM now())::bigint
+WHERE s.user_id = EXCLUDED.user_id OR s.user_id IS NULL
+RETURNING session_id;
+
 -- name: renew_session_lock
 -- No row back: the lease ran out and another run took the session.
 UPDATE ai_agent_session_locks SET expires_at = now() + make_interval(secs => %(lease)s)

@@ -8,16 +8,51 @@ Agno's own AgentSession (AgentSession.from_dict, what Agno's storage does with t
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from wcu_ai.database import load_queries
+from wcu_ai.errors import SessionStorageLockedError
 
 if TYPE_CHECKING:
     from agno.session import AgentSession
 
 Q = load_queries("wcu_ai.agents", "queries.sql")
+
+# How long a statement of a run's session (its lock, its claim, its write) waits for a lock held
+# by another transaction. Without it a locked ai_sessions held every starting run's pooled
+# connection until the statement timeout (30 s), and the pool ran dry for every other request.
+LOCK_TIMEOUT_SECONDS = 3.0
+
+
+def lock_timeout_params() -> dict[str, str]:
+    return {"lock_timeout": f"{int(LOCK_TIMEOUT_SECONDS * 1000)}ms"}
+
+
+def locked_error() -> SessionStorageLockedError:
+    return SessionStorageLockedError(
+        f"the agent's sessions stayed locked in the database by another transaction for more than "
+        f"{LOCK_TIMEOUT_SECONDS:g} s; retry later"
+    )
+
+
+@contextlib.asynccontextmanager
+async def session_transaction(pool: AsyncConnectionPool) -> AsyncIterator[AsyncConnection[Any]]:
+    """A pooled connection in one transaction whose lock waits end after LOCK_TIMEOUT_SECONDS.
+
+    A wait that ran out is SessionStorageLockedError (503), once the connection is rolled back.
+    """
+    try:
+        async with pool.connection() as conn:
+            await conn.execute(Q["bound_lock_wait"], lock_timeout_params())
+            yield conn
+    except psycopg.errors.LockNotAvailable:
+        raise locked_error() from None
 
 
 def session_of_row(row: dict[str, Any]) -> AgentSession:

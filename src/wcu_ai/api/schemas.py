@@ -92,7 +92,9 @@ class DocumentText(BaseModel):
     page_count: int
     text_chars: int | None = Field(default=None, description="characters of text in the whole document")
     from_page: int
-    to_page: int = Field(description="the last page returned (from_page - 1 when none is)")
+    to_page: int = Field(
+        description="the last page returned, never before from_page (0 for a document without pages)"
+    )
     next_page: int | None = Field(description="where the rest of the requested range starts; null: none left")
     text: str
     pages: list[PageText]
@@ -110,9 +112,9 @@ class SearchHit(BaseModel):
     highlights: list[tuple[int, int]] = Field(
         default_factory=list,
         description="[start, end) offsets of the matched words in `snippet`, in Unicode code points; "
-        "empty for passages found by vector similarity only",
+        "empty when no word of the query is in the snippet (vector similarity only, exclusions only)",
     )
-    text: str
+    text: str = Field(description="the whole passage (chunk) the snippet is cut from")
 
 
 class SearchResults(BaseModel):

@@ -12,7 +12,7 @@ import threading
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from wcu_ai.documents import ooxml
 from wcu_ai.errors import DocumentError, DocumentLimitError
@@ -53,6 +53,72 @@ def detect_type(path: Path) -> DocumentKind | None:
     if b"%PDF-" in head:
         return "pdf"
     return None
+
+
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+# The stream an encrypted OOXML file keeps its package in (MS-OFFCRYPTO), as the compound file's
+# directory spells it.
+_ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
+_SCAN_BYTES = 1 << 20
+
+_UNSUPPORTED = (
+    "unsupported document type: send a PDF or a DOCX (the type is read from the content, not the name)"
+)
+
+
+def unsupported_reason(path: Path) -> str:
+    """Why a file detect_type refused is not a document, in words a user can act on.
+
+    A password-protected DOCX is no zip at all but an OLE compound file holding the encrypted
+    package; a zip that fails the DOCX checks is either damaged or not a Word document.
+    """
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+            if head.startswith(_OLE_MAGIC):
+                return _ole_reason(fh, head)
+    except OSError:
+        return _UNSUPPORTED
+    if head.startswith(_ZIP_MAGIC):
+        return _zip_reason(path)
+    return _UNSUPPORTED
+
+
+def _ole_reason(fh: BinaryIO, head: bytes) -> str:
+    # The upload is bounded (WCU_UPLOAD_MAX_BYTES) and read a MiB at a time; the name may straddle
+    # two reads, so each read keeps the previous one's tail.
+    tail = head
+    while True:
+        if _ENCRYPTED_PACKAGE in tail:
+            return (
+                f"{_UNSUPPORTED}. The DOCX is password-protected: remove the password (in Word: File, "
+                "Info, Protect Document, Encrypt with Password, clear it), save, and upload it again"
+            )
+        block = fh.read(_SCAN_BYTES)
+        if not block:
+            break
+        tail = tail[-len(_ENCRYPTED_PACKAGE) :] + block
+    return (
+        f"{_UNSUPPORTED}. The file is an older Office document (an OLE compound file such as a Word "
+        "97-2003 .doc): open it in Word or LibreOffice, save it as .docx and upload that"
+    )
+
+
+def _zip_reason(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            ooxml.main_part(archive)
+    except DocumentError as exc:
+        return (
+            f"{_UNSUPPORTED}. The DOCX is damaged or is not a Word document: {exc}. If it is one, open and "
+            "save it again in Word or LibreOffice and re-upload"
+        )
+    except (*_BROKEN_ZIP, OSError) as exc:
+        return (
+            f"{_UNSUPPORTED}. The DOCX is damaged (its zip structure cannot be read: {exc}); it may have been "
+            "cut short in transfer: save it again and re-upload"
+        )
+    return _UNSUPPORTED
 
 
 def _is_docx(path: Path) -> bool:

@@ -282,7 +282,8 @@ def check_text_limits(pages: list[str], *, max_page_chars: int, max_text_chars: 
         if len(text) > max_page_chars:
             raise DocumentLimitError(
                 f"Page {number} has {len(text):,} characters; the limit per page is {max_page_chars:,} "
-                "(WCU_DOC_MAX_PAGE_CHARS)"
+                "(WCU_DOC_MAX_PAGE_CHARS); so much text on one page is usually hidden or repeated "
+                "content: export the document again without it, or split that page's text over several pages"
             )
     total = sum(len(text) for text in pages)
     if total > max_text_chars:

@@ -164,7 +164,8 @@ async def read_pdf(
         raise DocumentError("The PDF has no pages")
     if len(pages) > max_pages:
         raise DocumentLimitError(
-            f"The PDF has more than {max_pages} pages; the limit is {max_pages} (WCU_DOC_MAX_PAGES)"
+            f"The PDF has more than {max_pages} pages; the limit is {max_pages} (WCU_DOC_MAX_PAGES); "
+            f"split the document into parts of at most {max_pages} pages and upload each"
         )
     if sum(len(page) for page in pages) > max_text_chars:
         raise _text_limit_error(max_text_chars)
@@ -298,9 +299,22 @@ def _no_files(limits: ToolLimits | None) -> ToolLimits | None:
     return None if limits is None else dataclasses.replace(limits, file_bytes=0)
 
 
+# Bidi controls: pdftotext wraps right-to-left runs in U+202B ... U+202C, and the closing mark
+# sticks to the run's last word, which is then indexed (and searched for) with the mark in it.
+# They only say how to draw the text; the characters are already in reading order. Where one
+# stands between two word characters it is a run boundary ("end\u202c" then an Arabic word): a
+# space keeps the two words apart.
+_BIDI = "\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_BIDI_BETWEEN_WORDS = re.compile(f"(?<=\\w)[{_BIDI}]+(?=\\w)")
+_BIDI_CONTROLS = re.compile(f"[{_BIDI}]+")
+
+
 def _clean(text: str) -> str:
     # PostgreSQL text cannot hold NUL; poppler passes through whatever the PDF maps glyphs to.
-    return text.replace("\x00", "")
+    text = text.replace("\x00", "")
+    if _BIDI_CONTROLS.search(text) is None:  # the common case costs one scan
+        return text
+    return _BIDI_CONTROLS.sub("", _BIDI_BETWEEN_WORDS.sub(" ", text))
 
 
 def _check_not_empty(path: Path) -> None:

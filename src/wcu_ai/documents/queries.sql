@@ -121,7 +121,9 @@ WHERE id = %(id)s;
 -- parse the query alike share one probe of the GIN index (GROUP BY query); one that finds only
 -- stop words in it has no probe at all. The headline marks matches with the control characters
 -- STX/ETX (taken out of the text first), never with markup: search.py turns them into offsets,
--- so a document's own "<b>" or "<img onerror=...>" stays text.
+-- so a document's own "<b>" or "<img onerror=...>" stays text. The headline reads the text with
+-- < and > as spaces, as tsv indexes it (migration 0007), or the parser would drop "<...>" as a
+-- tag; search.py takes the snippet's characters from the chunk's own text.
 WITH q AS (
     SELECT array_agg(config) AS configs, query
     FROM unnest(%(configs)s::text[]) AS c(config),
@@ -131,7 +133,7 @@ WITH q AS (
 )
 SELECT c.document_id, c.page_no, c.ordinal, c.text,
        ts_rank_cd(c.tsv, q.query) AS score,
-       ts_headline(c.text_search_config::regconfig, translate(c.text, E'\x02\x03', '  '), q.query,
+       ts_headline(c.text_search_config::regconfig, translate(c.text, E'\x02\x03<>', '    '), q.query,
                    E'StartSel=\x02, StopSel=\x03, MaxFragments=1, MaxWords=40, MinWords=15') AS snippet
 FROM q
 JOIN parsed_document_chunks c ON c.tsv @@ q.query AND c.text_search_config = ANY (q.configs)

@@ -64,9 +64,25 @@ def highlighted(headline: str) -> tuple[str, tuple[tuple[int, int], ...]]:
     return "".join(parts), tuple(spans)
 
 
+# What the headline's text had in place of the chunk's (queries.sql, search_text): one character
+# for one, so a snippet found in the replaced text is at the same offsets in the chunk's own.
+_HEADLINE_TEXT = str.maketrans("\x02\x03<>", "    ")
+_MARKS_OUT = str.maketrans("\x02\x03", "  ")
+
+
+def restored(snippet: str, text: str) -> str:
+    """The snippet with the chunk's < and > back in place (pure); STX/ETX stay spaces.
+
+    The headline is a run of the replaced text; when it is not found there (a headline that
+    rearranged whitespace), the snippet stays as the headline gave it.
+    """
+    start = text.translate(_HEADLINE_TEXT).find(snippet)
+    return snippet if start < 0 else text[start : start + len(snippet)].translate(_MARKS_OUT)
+
+
 def _text_row(row: dict[str, Any]) -> dict[str, Any]:
     snippet, spans = highlighted(row["snippet"])
-    return {**row, "snippet": snippet, "highlights": spans}
+    return {**row, "snippet": restored(snippet, row["text"]), "highlights": spans}
 
 
 def _passage(row: dict[str, Any], score: float | None = None) -> Passage:

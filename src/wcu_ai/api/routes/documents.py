@@ -14,7 +14,7 @@ from wcu_ai.api.pagination import decode_cursor, encode_cursor
 from wcu_ai.api.schemas import DocumentPage, DocumentPublic, DocumentText, PageText, UploadAccepted
 from wcu_ai.api.upload import receive_file
 from wcu_ai.documents import store
-from wcu_ai.documents.detect import detect_type
+from wcu_ai.documents.detect import CONTENT_TYPES, detect_type, unsupported_reason
 from wcu_ai.documents.textsearch import TextSearchConfig
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
@@ -65,13 +65,11 @@ async def upload_document(
     ) as received:
         kind = detect_type(received.path)
         if kind is None:
-            raise HTTPException(
-                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                "unsupported document type: send a PDF or a DOCX (the type is read from the content, not the name)",
-            )
+            raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, unsupported_reason(received.path))
         upload = store.Upload(
             filename=received.filename,
-            content_type=received.content_type,
+            # What the bytes are, not what the client called them (curl -F sends octet-stream).
+            content_type=CONTENT_TYPES[kind],
             kind=kind,
             sha256=received.sha256,
             size=received.size,
@@ -126,7 +124,8 @@ async def get_document_text(
 ) -> DocumentText:
     """The text of pages from_page..to_page, page by page, in a bounded response: at most
     WCU_TEXT_RESPONSE_MAX_CHARS characters of page text and 500 pages. Follow `next_page` for the
-    rest of the range; without parameters a document within the bound comes whole."""
+    rest of the range; without parameters a document within the bound comes whole. A from_page past
+    the last page is a 422 that gives the page count."""
     if to_page is not None and to_page < from_page:
         # The shape of FastAPI's own 422 (HTTPValidationError), which the OpenAPI schema promises.
         raise RequestValidationError(
@@ -148,6 +147,18 @@ async def get_document_text(
             status.HTTP_409_CONFLICT, f"the document is {document['status']}, not parsed{reason}"
         )
     page_count = document["page_count"]
+    # A document without pages still answers its first page, empty.
+    if from_page > max(page_count, 1):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "from_page"),
+                    "msg": f"from_page is past the last page: the document has {page_count} pages",
+                    "input": from_page,
+                }
+            ]
+        )
     last = page_count if to_page is None else min(to_page, page_count)
     rows = await store.page_range(
         conn,
