@@ -2,10 +2,17 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 
 import pytest
 
-from wcu_ai.logconfig import AGNO_LOGGER, JsonFormatter, agno_message_lead, route_agno_logs
+from wcu_ai.logconfig import (
+    AGNO_LOGGER,
+    JsonFormatter,
+    agno_message_lead,
+    configure_logging,
+    route_agno_logs,
+)
 
 
 def test_log_lines_are_json_with_the_fields_passed_and_no_terminal_noise() -> None:
@@ -36,6 +43,59 @@ def test_agno_logs_reach_our_handlers_instead_of_its_console(caplog: pytest.LogC
         (AGNO_LOGGER, "the model provider said no"),
         (AGNO_LOGGER, "and again"),
     ]
+
+
+@pytest.mark.parametrize(
+    "created", [0.0, 1.9995, 1700000000.0004999, 1700000000.9999999, 1474160305.2349994, 1764620000.123456]
+)
+def test_timestamps_are_utc_isoformat_to_the_millisecond(created: float) -> None:
+    record = logging.makeLogRecord({"msg": "x", "created": created})
+    line = json.loads(JsonFormatter().format(record))
+    assert line["ts"] == datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+
+
+def test_the_runner_logging_writes_one_json_line_per_record_with_every_field(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    switches = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing", "logAsyncioTasks")
+    saved_switches = {name: getattr(logging, name) for name in switches}
+    try:
+        configure_logging("INFO", "json")
+
+        class Stamp(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                record.request_id = "r-1"
+                return True
+
+        root.handlers[0].addFilter(Stamp())
+        log = logging.getLogger("wcu_ai.test")
+        log.info("task %s", "succeeded", extra={"action": "task.succeeded", "slot": 1, "ok": True})
+        log.debug("not at INFO")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed", extra={"action": "task.raised"})
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        for name, value in saved_switches.items():
+            setattr(logging, name, value)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2
+    first, second = lines
+    assert {k: first[k] for k in ("level", "logger", "msg", "action", "slot", "ok", "request_id")} == {
+        "level": "info",
+        "logger": "wcu_ai.test",
+        "msg": "task succeeded",
+        "action": "task.succeeded",
+        "slot": 1,
+        "ok": True,
+        "request_id": "r-1",
+    }
+    assert "pathname" not in first and "taskName" not in first
+    assert second["level"] == "error" and "ValueError: boom" in second["exc"]
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,15 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 # Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field.
 # uvicorn's color_message duplicates msg with terminal escapes.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
+# LogRecord.__init__ sets these first; `extra` and filters add theirs after them (a dict keeps
+# that order), so the formatter looks for fields past them only.
+_INIT_ATTRIBUTES = len(vars(logging.makeLogRecord({})))
 
 
 # Agno's own loggers print with rich and do not propagate; route_agno_logs() swaps them for this one.
@@ -72,17 +76,52 @@ def route_agno_logs() -> None:
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record; a busy runner writes two per task, so this is kept cheap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._encode = json.JSONEncoder(default=str).encode
+        self._second = -1
+        self._second_text = ""
+
+    def _timestamp(self, created: float) -> str:
+        """As datetime.isoformat(timespec="milliseconds") in UTC, the date part formatted once a second."""
+        second = int(created)  # split and rounded as datetime.fromtimestamp does
+        micros = round((created - second) * 1_000_000)
+        if micros == 1_000_000:
+            second, micros = second + 1, 0
+        if second != self._second:
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._second_text}.{micros // 1000:03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        for key, value in islice(vars(record).items(), _INIT_ATTRIBUTES, None):
+            if key not in _STANDARD:
+                entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return self._encode(entry)
+
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes and flushes each line in one call (one lock, no extra frames)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.formatter.format(record) if self.formatter else self.format(record)
+            self.stream.write(line + self.terminator)
+            self.stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 class TextFormatter(logging.Formatter):
@@ -97,7 +136,12 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+    # Fields neither formatter writes: the caller's file and line (a stack walk per record), the
+    # thread, process and asyncio task names. Skipping them is a third of a log line's cost.
+    logging._srcfile = None  # the logging module's documented switch for the caller lookup
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False
+    handler = LineHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -196,7 +196,9 @@ def test_complete_many_records_only_the_attempts_this_runner_holds(migrated: Set
             [other] = await queue.claim(conn, runner="someone else", limit=1, lease_seconds=30)
             stale = replace(mine[1], attempts=mine[1].attempts + 1)  # a later attempt replaced it
             held = await queue.complete_many(
-                conn, [(mine[0], {"n": 0}), (stale, {"n": 1}), (other, {"n": 2})], runner="r"
+                conn,
+                [(task, queue.encode_result({"n": n})) for n, task in enumerate((mine[0], stale, other))],
+                runner="r",
             )
             assert held == {mine[0].id}
             done = await queue.get(conn, mine[0].id)
@@ -206,3 +208,20 @@ def test_complete_many_records_only_the_attempts_this_runner_holds(migrated: Set
                 assert left is not None and left.status is TaskStatus.RUNNING and left.result is None
 
     run_with_pool(migrated, body)
+
+
+def test_a_result_of_none_is_stored_as_json_null(migrated: Settings) -> None:
+    async def body(pool: Any) -> tuple[Any, ...]:
+        async with pool.connection() as conn:
+            await queue.enqueue(conn, "noop")
+            [task] = await queue.claim(conn, runner="r", limit=1, lease_seconds=30)
+            assert await queue.complete(conn, task, runner="r", result=None)
+            cur = await conn.execute(
+                "SELECT status, result IS NULL AS sql_null, jsonb_typeof(result) AS type"
+                " FROM ai_server_tasks WHERE id = %s",
+                (task.id,),
+            )
+            row = await cur.fetchone()
+            return row["status"], row["sql_null"], row["type"]
+
+    assert run_with_pool(migrated, body) == ("succeeded", False, "null")

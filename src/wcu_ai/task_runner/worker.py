@@ -1,8 +1,9 @@
 """The worker loop: claim tasks, run their handlers in concurrency slots, record outcomes.
 
-Side tasks (LISTEN wake-ups, lease heartbeat) are named and supervised. Shutdown: stop
-claiming, let in-flight tasks finish within the grace period, then cancel the rest and put them
-back in the queue without burning their attempt.
+Side tasks (LISTEN wake-ups, handler time limits, lease heartbeat) are named and supervised.
+Shutdown: stop claiming, let in-flight tasks finish within the grace period, then cancel the rest
+and put them back in the queue without burning their attempt; outcomes not yet written are
+written before the pool closes.
 """
 
 from __future__ import annotations
@@ -34,51 +35,163 @@ logger = logging.getLogger(__name__)
 _DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, OSError)
 
 
-class CompletionWriter:
-    """Writes successful outcomes; those that arrive while a write is in flight go out together.
+class HeldConnection:
+    """One pooled connection kept, in autocommit, by one sequential user: the claim loop or the
+    completion writer.
 
-    A lone completion is written at once, as before; under load one statement (complete_many)
-    records a whole batch, each row guarded as `complete` guards it. A busy runner spent most of
-    its time on one round trip per outcome (bench/run, no-op tasks/s).
+    Taking a connection from the pool for every statement cost a second round trip each time: the
+    pool's check before handing it out (bench/run, no-op tasks/s). A connection kept is checked
+    the same way only after it sat idle for `check_after` seconds, so a connection the server
+    dropped while the runner had no work is still noticed before use. After any error, or a
+    statement cut short, the connection goes back to the pool (which discards a broken one) and
+    the next use takes a fresh, checked one.
     """
 
+    def __init__(self, pool: AsyncConnectionPool, check_after: float = 1.0) -> None:
+        self._pool = pool
+        self._check_after = check_after
+        self._conn: AsyncConnection[Any] | None = None
+        self._last_used = 0.0
+
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[AsyncConnection[Any]]:
+        conn = self._conn
+        if conn is not None and time.monotonic() - self._last_used > self._check_after:
+            try:
+                await AsyncConnectionPool.check_connection(conn)
+            except _DB_ERRORS:
+                await self.close()
+                conn = None
+        if conn is None:
+            conn = await self._pool.getconn()
+            try:
+                await conn.set_autocommit(True)
+            except BaseException:
+                await self._pool.putconn(conn)
+                raise
+            self._conn = conn
+        try:
+            yield conn
+        except BaseException:
+            await self.close()
+            raise
+        finally:
+            self._last_used = time.monotonic()
+
+    async def close(self) -> None:
+        """Back to the pool as handlers expect it (in a transaction block unless broken)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(*_DB_ERRORS):
+            if conn.info.transaction_status == TransactionStatus.IDLE:
+                await conn.set_autocommit(False)
+        await self._pool.putconn(conn)
+
+
+Report = Callable[[str, dict[str, Any], bool], None]
+
+
+class CompletionWriter:
+    """Writes successful outcomes in its own asyncio task; those that arrive while a write is in
+    flight go out together, in one statement (complete_many, each row guarded as `complete`
+    guards it), and each is then reported with `report(action, log, held)`.
+
+    A handler's task ends when it hands its outcome over: a busy runner spent most of its time on
+    one round trip per outcome, then on waking every task up again to log it (bench/run, no-op
+    tasks/s). Until reported, an outcome counts as unrecorded (`unrecorded`): its lease is still
+    renewed and it still counts against the claims. A batch that meets a connection error is sent
+    again (5 attempts); one the database refuses is written outcome by outcome, so that a result
+    it cannot store fails its own task only.
+    """
+
+    ATTEMPTS = 5
+
     def __init__(
-        self, connection: Callable[[], AbstractAsyncContextManager[AsyncConnection[Any]]], runner_id: str
+        self,
+        connection: Callable[[], AbstractAsyncContextManager[AsyncConnection[Any]]],
+        runner_id: str,
+        report: Report,
     ) -> None:
         self._connection = connection
         self._runner_id = runner_id
-        self._pending: list[tuple[Task, Any, asyncio.Future[bool]]] = []
+        self._report = report
+        self._pending: list[tuple[Task, str, dict[str, Any]]] = []
+        self.unrecorded: dict[str, Task] = {}  # by log["task_id"]
         self._writer: asyncio.Task[None] | None = None
 
-    async def complete(self, task: Task, result: Any) -> bool:
-        """True when recorded, False when this runner no longer held the task; raises DB errors."""
-        value = queue.jsonable(result)  # a result that cannot be stored fails its own task only
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((task, value, future))
+    def submit(self, task: Task, result: str, log: dict[str, Any]) -> None:
+        """Queues `result` (JSON text, queue.encode_result) to be written, then reported with
+        `log`, the task's log fields (its "task_id" among them)."""
+        self._pending.append((task, result, log))
+        self.unrecorded[log["task_id"]] = task
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name="completions")
-        return await future
 
     async def close(self) -> None:
-        if self._writer is not None:
+        """Waits until every outcome submitted so far is written (or given up on)."""
+        while self._writer is not None and not self._writer.done():
             await asyncio.gather(self._writer, return_exceptions=True)
 
     async def _write(self) -> None:
+        failures = 0
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                async with self._connection() as conn:
-                    held = await queue.complete_many(
-                        conn, [(task, value) for task, value, _ in batch], runner=self._runner_id
-                    )
+                held = await self._write_batch(batch)
+            except _DB_ERRORS as exc:
+                failures += 1
+                if failures < self.ATTEMPTS:
+                    self._pending[:0] = batch  # again, with what arrived meanwhile
+                    await asyncio.sleep(0.5 * 2 ** (failures - 1))
+                    continue
+                self._settle(batch, "task.record_failed", set(), error_text(exc))
+            except psycopg.Error:
+                await self._write_each(batch)
             except Exception as exc:
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                self._settle(batch, "task.record_failed", set(), error_text(exc))
+            else:
+                self._settle(batch, "task.succeeded", held)
+            failures = 0
+
+    async def _write_batch(self, batch: list[tuple[Task, str, dict[str, Any]]]) -> set[UUID]:
+        async with self._connection() as conn:
+            return await queue.complete_many(
+                conn, [(task, result) for task, result, _ in batch], runner=self._runner_id
+            )
+
+    async def _write_each(self, batch: list[tuple[Task, str, dict[str, Any]]]) -> None:
+        """The database refused a value of the batch: each outcome alone, the refused ones failed."""
+        for task, result, log in batch:
+            try:
+                try:
+                    held = await self._write_batch([(task, result, log)])
+                except _DB_ERRORS:
+                    raise
+                except psycopg.Error as exc:
+                    error = f"the result could not be stored: {error_text(exc)}"
+                    async with self._connection() as conn:
+                        failed = await queue.fail(conn, task, runner=self._runner_id, error=error)
+                    self._settle(
+                        [(task, result, {**log, "error": error})],
+                        "task.failed",
+                        {task.id} if failed else set(),
+                    )
+                    continue
+            except Exception as exc:
+                self._settle([(task, result, log)], "task.record_failed", set(), error_text(exc))
                 continue
-            for task, _, future in batch:
-                if not future.done():
-                    future.set_result(task.id in held)
+            self._settle([(task, result, log)], "task.succeeded", held)
+
+    def _settle(
+        self, batch: list[tuple[Task, str, dict[str, Any]]], action: str, held: set[UUID], error: str = ""
+    ) -> None:
+        for task, _, log in batch:
+            self.unrecorded.pop(log["task_id"], None)
+            if error:
+                self._report(action, {**log, "error": error}, True)
+            else:
+                self._report(action, log, task.id in held)
 
 
 class Worker:
@@ -102,15 +215,24 @@ class Worker:
             metrics.track_task_types(registry.task_types)
         self.metrics = metrics
         self._wake = asyncio.Event()
+        # Claimed tasks until their handler has returned and they have handed their outcome over
+        # (successes to the completion writer, which holds them until written).
         self._inflight: dict[asyncio.Task[None], Task] = {}
         # In-flight tasks the heartbeat found cancelled by an operator (stopped, not lost).
         self._cancelled: set[UUID] = set()
+        # When the handlers running now run out of time.
+        self._deadlines: dict[asyncio.Task[None], float] = {}
+        self._timed_out: set[asyncio.Task[None]] = set()
         self._free_slots = list(range(settings.runner_concurrency - 1, -1, -1))
-        self._completions = CompletionWriter(self._queue_connection, runner_id)
+        self._next_expiry_check = 0.0
+        self._claims = HeldConnection(pool)
+        self._outcomes = HeldConnection(pool)
+        self._completions = CompletionWriter(self._outcomes.use, runner_id, self._report)
 
     async def run(self, stop: asyncio.Event, lost: asyncio.Event) -> None:
         side = [
             asyncio.create_task(self._listen(), name="listener"),
+            asyncio.create_task(self._enforce_timeouts(), name="timeouts"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
         ]
         try:
@@ -119,8 +241,11 @@ class Worker:
             side[0].cancel()
             await self._drain(grace=0.0 if lost.is_set() else self.settings.runner_grace_seconds)
             side[1].cancel()
-            await asyncio.gather(*side, return_exceptions=True)
             await self._completions.close()
+            side[2].cancel()  # leases renewed until the last outcome is written
+            await asyncio.gather(*side, return_exceptions=True)
+            await self._claims.close()
+            await self._outcomes.close()
 
     # -- claiming ------------------------------------------------------------------------------
 
@@ -135,9 +260,10 @@ class Worker:
                 self._wake.clear()
                 timeout = self.settings.runner_poll_seconds
                 try:
-                    if self._free_slots:
-                        claimed = await self._claim(len(self._free_slots))
-                        if claimed and self._free_slots:
+                    limit = self._claim_limit()
+                    if limit:
+                        claimed = await self._claim(limit)
+                        if claimed and self._claim_limit():
                             continue  # a full batch may mean more is waiting
                         if not claimed:
                             due = await self._next_due()
@@ -157,27 +283,44 @@ class Worker:
             for waiter in waiters:
                 waiter.cancel()
 
+    def _claim_limit(self) -> int:
+        """Free slots, but never more than twice the concurrency claimed and not yet recorded.
+
+        A slot is free again as soon as its handler returns, so claims overlap with the writing of
+        the last outcomes; the cap bounds what a stalled outcome write lets pile up.
+        """
+        claimed = len(self._inflight) + len(self._completions.unrecorded)
+        return max(0, min(len(self._free_slots), 2 * self.settings.runner_concurrency - claimed))
+
     async def _claim(self, limit: int) -> list[Task]:
-        async with self._queue_connection() as conn:
-            expired, tasks = await queue.fail_expired_and_claim(
-                conn, runner=self.runner_id, limit=limit, lease_seconds=self.settings.task_lease_seconds
-            )
+        lease = self.settings.task_lease_seconds
+        async with self._claims.use() as conn:
+            # Tasks whose runner died on their last attempt are failed with a claim at most once a
+            # second: on every claim it doubled the statements of a round trip (bench/run).
+            if time.monotonic() >= self._next_expiry_check:
+                expired, tasks = await queue.fail_expired_and_claim(
+                    conn, runner=self.runner_id, limit=limit, lease_seconds=lease
+                )
+                self._next_expiry_check = time.monotonic() + 1.0
+            else:
+                expired = 0
+                tasks = await queue.claim(conn, runner=self.runner_id, limit=limit, lease_seconds=lease)
         if expired:
             self.metrics.tasks_expired.inc(expired)
             logger.warning(
                 "tasks failed after their runner died on the last attempt",
                 extra={"action": "task.lease_expired_final", "count": expired},
             )
+        loop = asyncio.get_running_loop()
         for task in tasks:
             self.metrics.task_claimed(task.task_type)
-            slot = self._free_slots.pop()
-            runner = asyncio.create_task(self._execute(task, slot), name=f"task-{task.id}")
-            self._inflight[runner] = task
-            runner.add_done_callback(lambda t, slot=slot: self._finished(t, slot))
+            # Started here, up to the handler's first wait: a handler that never waits is done, and
+            # its outcome handed over, before the next one starts (no round of the event loop each).
+            asyncio.eager_task_factory(loop, self._execute(task, self._free_slots.pop()))
         return tasks
 
     async def _next_due(self) -> float | None:
-        async with self._queue_connection() as conn:
+        async with self._claims.use() as conn:
             return await queue.next_due_in(conn)
 
     @contextlib.asynccontextmanager
@@ -197,26 +340,51 @@ class Worker:
                 if conn.info.transaction_status == TransactionStatus.IDLE:
                     await conn.set_autocommit(False)
 
-    def _finished(self, runner: asyncio.Task[None], slot: int) -> None:
-        self._inflight.pop(runner, None)
-        self._free_slots.append(slot)
-        self._wake.set()
-
     # -- running one task ----------------------------------------------------------------------
 
     async def _execute(self, task: Task, slot: int) -> None:
+        current = asyncio.current_task()
+        assert current is not None
+        self._inflight[current] = task
+        try:
+            await self._run(current, task, slot)
+        finally:
+            del self._inflight[current]
+            self._timed_out.discard(current)
+            self._wake.set()
+
+    async def _run(self, current: asyncio.Task[None], task: Task, slot: int) -> None:
         log = {"task_id": str(task.id), "task_type": task.task_type, "attempt": task.attempts, "slot": slot}
-        logger.info("task started", extra={"action": "task.started", **log})
+        # "task started" is written as soon as the handler first waits (at once for anything doing
+        # I/O) and before any outcome but success; a handler that succeeds without ever waiting has
+        # its outcome line only, which names the attempt, slot and duration. Two log lines per task
+        # were a third of a no-op task's cost (bench/run).
+        start_line = [log]
+        announce = asyncio.get_running_loop().call_soon(self._write_start_line, start_line)
         started = time.monotonic()
+        self._deadlines[current] = started + self.settings.task_timeout_seconds
         ctx = TaskContext(settings=self.settings, pool=self.pool, slot=slot, resources=self.resources)
         try:
-            handler = self.registry.get(task.task_type)
+            handler = None
             try:
-                async with asyncio.timeout(self.settings.task_timeout_seconds):
-                    result = await handler(task, ctx)
+                handler = self.registry.get(task.task_type)
+                result = await handler(task, ctx)
+                try:
+                    value = queue.encode_result(result)
+                except ValueError as exc:
+                    raise PermanentTaskError(
+                        f"the {task.task_type} handler returned a result that cannot be stored as JSON: {exc}"
+                    ) from None
             finally:
-                self.metrics.task_ran(task.task_type, time.monotonic() - started)
+                if handler is not None:
+                    self.metrics.task_ran(task.task_type, time.monotonic() - started)
+                # The handler is done with its slot: the next task may start while this outcome is written.
+                del self._deadlines[current]
+                self._free_slots.append(slot)
+                self._wake.set()
+                announce.cancel()
         except asyncio.CancelledError:
+            self._write_start_line(start_line)
             if task.id in self._cancelled:
                 # Cancelled by an operator: the row already says so, there is nothing to write.
                 self._cancelled.discard(task.id)
@@ -226,22 +394,30 @@ class Worker:
                     extra={"action": "task.cancelled", **log},
                 )
                 raise
+            if current in self._timed_out and current.uncancel() == 0:
+                # Cancelled by _enforce_timeouts alone, not by a shutdown.
+                error = f"timed out after {self.settings.task_timeout_seconds:g}s"
+                await self._failed(task, error, False, log)
+                return
             # Shutdown past the grace period: the task goes back untouched, its attempt unspent.
             await asyncio.shield(self._record(lambda: self._write(queue.release, task), log, "task.released"))
             raise
-        except TimeoutError:
-            await self._failed(task, f"timed out after {self.settings.task_timeout_seconds:g}s", False, log)
         except PermanentTaskError as exc:
+            self._write_start_line(start_line)
             await self._failed(task, error_text(exc), True, log)
         except Exception as exc:
+            self._write_start_line(start_line)
             logger.exception("task raised", extra={"action": "task.raised", **log})
             await self._failed(task, error_text(exc), False, log)
         else:
             log["duration_ms"] = round((time.monotonic() - started) * 1000)
-            # Batched with the completions arriving meanwhile; the writer takes its own connection.
-            await asyncio.shield(
-                self._record(lambda: self._completions.complete(task, result), log, "task.succeeded")
-            )
+            # Written together with the completions arriving meanwhile, and reported, by the writer.
+            self._completions.submit(task, value, log)
+
+    @staticmethod
+    def _write_start_line(line: list[dict[str, Any]]) -> None:
+        if line:
+            logger.info("task started", extra={"action": "task.started", **line.pop()})
 
     async def _failed(self, task: Task, error: str, permanent: bool, log: dict[str, Any]) -> None:
         log = {**log, "error": error}
@@ -269,20 +445,27 @@ class Worker:
 
     async def _record(self, write: Callable[[], Awaitable[bool]], log: dict[str, Any], action: str) -> None:
         """Writes a task's outcome with `write` (True: still held); retried while the database is briefly down."""
-        for attempt in range(5):
+        for attempt in range(CompletionWriter.ATTEMPTS):
             try:
                 held = await write()
                 break
             except _DB_ERRORS as exc:
-                if attempt == 4:
-                    self.metrics.task_outcome(log["task_type"], "unrecorded")
-                    logger.error(
-                        "could not record the task outcome; it will run again when its lease expires",
-                        extra={"action": "task.record_failed", "error": error_text(exc), **log},
-                    )
+                if attempt == CompletionWriter.ATTEMPTS - 1:
+                    self._report("task.record_failed", {**log, "error": error_text(exc)}, True)
                     return
                 await asyncio.sleep(0.5 * 2**attempt)
-        if held:
+        self._report(action, log, held)
+
+    def _report(self, action: str, log: dict[str, Any], held: bool) -> None:
+        """Every outcome of a task ends here, written (`held`: this runner still held it) or not."""
+        self._wake.set()  # one claimed task fewer: room for another claim
+        if action == "task.record_failed":
+            self.metrics.task_outcome(log["task_type"], "unrecorded")
+            logger.error(
+                "could not record the task outcome; it will run again when its lease expires",
+                extra={"action": action, **log},
+            )
+        elif held:
             self.metrics.task_recorded(log["task_type"], action)
             logger.info(action.replace("task.", "task "), extra={"action": action, **log})
         else:
@@ -316,11 +499,27 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(30.0, backoff * 2)
 
+    async def _enforce_timeouts(self) -> None:
+        """Cancels handlers past WCU_TASK_TIMEOUT_SECONDS, within a second (or a quarter of the limit).
+
+        One timer here instead of one per task (asyncio.timeout): a busy runner's task spent 7% of
+        its time arming and cancelling its own (bench/run, no-op tasks/s).
+        """
+        interval = min(1.0, self.settings.task_timeout_seconds / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for runner, deadline in list(self._deadlines.items()):
+                if deadline <= now and runner not in self._timed_out:
+                    self._timed_out.add(runner)
+                    runner.cancel()
+
     async def _heartbeat(self) -> None:
         interval = self.settings.task_lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
             ids: list[UUID] = [t.id for t in self._inflight.values()]
+            ids += [t.id for t in self._completions.unrecorded.values()]
             if not ids:
                 continue
             try:

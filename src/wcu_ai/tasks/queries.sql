@@ -36,7 +36,7 @@ SET status = 'running', attempts = t.attempts + 1, locked_by = %(runner)s,
     lease_expires_at = now() + make_interval(secs => %(lease)s),
     started_at = now(), updated_at = now()
 FROM picked WHERE t.id = picked.id
-RETURNING t.id, t.task_type, t.payload, t.status, t.attempts, t.max_attempts, t.run_after,
+RETURNING t.id, t.task_type, t.payload::text AS payload, t.status, t.attempts, t.max_attempts, t.run_after,
           t.lease_expires_at, t.locked_by, t.last_error, t.result, t.created_at, t.updated_at,
           t.started_at, t.finished_at;
 
@@ -67,11 +67,15 @@ WHERE id = ANY(%(ids)s) AND locked_by = %(runner)s AND status = 'cancelled';
 
 -- name: complete_many
 -- Several attempts' outcomes in one statement, each row guarded like `complete`: the runner
--- writes together the completions that arrive while its previous write is in flight.
+-- writes together the completions that arrive while its previous write is in flight. The
+-- outcomes are one JSON array of {id, attempts, result} (-> keeps a JSON null a JSON null).
 UPDATE ai_server_tasks AS t
 SET status = 'succeeded', result = done.result, last_error = NULL, finished_at = now(), updated_at = now(),
     lease_expires_at = NULL
-FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(results)s::jsonb[]) AS done(id, attempts, result)
+FROM (
+    SELECT (o ->> 'id')::uuid AS id, (o ->> 'attempts')::integer AS attempts, o -> 'result' AS result
+    FROM jsonb_array_elements(%(outcomes)s::jsonb) AS o
+) AS done
 WHERE t.id = done.id AND t.locked_by = %(runner)s AND t.attempts = done.attempts AND t.status = 'running'
 RETURNING t.id;
 

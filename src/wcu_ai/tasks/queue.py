@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
+from psycopg.cursor import BaseCursor
+from psycopg.rows import scalar_row
 from psycopg.types.json import Jsonb
 
 from wcu_ai.database import load_queries
@@ -40,11 +44,28 @@ async def enqueue(
     return row["id"]
 
 
+_TASK_FIELDS = [f.name for f in fields(Task)]
+_STATUSES = {status.value: status for status in TaskStatus}
+
+
+def claimed_task_row(cursor: BaseCursor[Any, Any]) -> Callable[[Sequence[Any]], Task]:
+    """Rows of `claim` as Tasks, without a dict per row: its columns are Task's fields, in order,
+    the payload as JSON text (psycopg's jsonb loader costs more than json.loads of a str)."""
+    names = [column.name for column in cursor.description or ()]
+    if names != _TASK_FIELDS:
+        raise AssertionError(f"the claim query returns {names}, not Task's fields")
+    loads, status = json.loads, _STATUSES
+
+    def make(values: Sequence[Any]) -> Task:
+        return Task(values[0], values[1], loads(values[2]), status[values[3]], *values[4:])
+
+    return make
+
+
 async def claim(conn: AsyncConnection[Any], *, runner: str, limit: int, lease_seconds: float) -> list[Task]:
-    rows = await (
-        await conn.execute(Q["claim"], {"limit": limit, "runner": runner, "lease": lease_seconds})
-    ).fetchall()
-    return [Task.from_row(r) for r in rows]
+    params = {"limit": limit, "runner": runner, "lease": lease_seconds}
+    async with conn.cursor(row_factory=claimed_task_row) as cur:
+        return await (await cur.execute(Q["claim"], params)).fetchall()
 
 
 async def fail_expired(conn: AsyncConnection[Any]) -> int:
@@ -59,10 +80,11 @@ async def fail_expired_and_claim(
     Both run in one transaction, as in a transaction block (pipeline mode: one sync for the two).
     """
     params = {"limit": limit, "runner": runner, "lease": lease_seconds}
-    async with conn.pipeline():
-        failed = await conn.execute(Q["fail_expired"])
-        claimed = await conn.execute(Q["claim"], params)
-    return failed.rowcount, [Task.from_row(r) for r in await claimed.fetchall()]
+    async with conn.cursor(row_factory=claimed_task_row) as claimed:
+        async with conn.pipeline():
+            failed = await conn.execute(Q["fail_expired"])
+            await claimed.execute(Q["claim"], params)
+        return failed.rowcount, await claimed.fetchall()
 
 
 async def next_due_in(conn: AsyncConnection[Any]) -> float | None:
@@ -89,23 +111,23 @@ async def _end_attempt(conn: AsyncConnection[Any], name: str, task: Task, runner
 
 async def complete(conn: AsyncConnection[Any], task: Task, *, runner: str, result: Any) -> bool:
     """One successful attempt: complete_many with a single outcome."""
-    return task.id in await complete_many(conn, [(task, jsonable(result))], runner=runner)
+    return task.id in await complete_many(conn, [(task, encode_result(result))], runner=runner)
 
 
 async def complete_many(
-    conn: AsyncConnection[Any], outcomes: list[tuple[Task, Any]], *, runner: str
+    conn: AsyncConnection[Any], outcomes: list[tuple[Task, str]], *, runner: str
 ) -> set[UUID]:
     """Records several successful attempts in one statement; returns the ids this runner still held.
 
-    Each result must already be a JSON value (jsonable(result)).
+    Each result is already JSON text (encode_result). The batch goes as one JSON array: three
+    arrays of parameters cost psycopg a Python-level dump of every element (bench/run).
     """
-    params = {
-        "ids": [task.id for task, _ in outcomes],
-        "attempts": [task.attempts for task, _ in outcomes],
-        "results": [Jsonb(result) for _, result in outcomes],
-        "runner": runner,
-    }
-    return {r["id"] for r in await (await conn.execute(Q["complete_many"], params)).fetchall()}
+    batch = ",".join(
+        f'{{"id":"{task.id}","attempts":{task.attempts:d},"result":{result}}}' for task, result in outcomes
+    )
+    params = {"outcomes": f"[{batch}]", "runner": runner}
+    async with conn.cursor(row_factory=scalar_row) as cur:
+        return set(await (await cur.execute(Q["complete_many"], params)).fetchall())
 
 
 async def retry_later(
@@ -183,6 +205,16 @@ async def retry(conn: AsyncConnection[Any], task_id: UUID, *, attempts: int) -> 
     return row is not None
 
 
-def jsonable(value: Any) -> Any:
-    """Handler results are stored as JSON; anything else is stored as its string form."""
-    return json.loads(json.dumps(value, default=str))
+_encode_result = json.JSONEncoder(default=str, allow_nan=False).encode
+
+
+def encode_result(value: Any) -> str:
+    """A handler's result as the JSON text stored for it; what JSON has no type for, as its string form.
+
+    Raises ValueError for what cannot be stored: a value that contains itself, NaN or infinity
+    (PostgreSQL's jsonb has neither), keys that are not strings or numbers.
+    """
+    try:
+        return _encode_result(value)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ValueError(str(exc) or type(exc).__name__) from None
