@@ -32,7 +32,7 @@ from wcu_ai.documents.detect import DocumentKind, check_docx_safe, detect_type
 from wcu_ai.documents.ocr import OcrOptions, ocr_pages, pages_without_text, visible_chars
 from wcu_ai.documents.office import OfficeConverter
 from wcu_ai.documents.ooxml import PackageLimits, RewriteReport, rewrite_package
-from wcu_ai.documents.pdf import read_pdf
+from wcu_ai.documents.pdf import nonempty_size, read_pdf
 from wcu_ai.documents.process import ToolLimits
 from wcu_ai.errors import DocumentError, DocumentLimitError, DocumentTimeoutError
 from wcu_ai.settings import Settings
@@ -318,12 +318,7 @@ def _prepare_docx(
 
 
 def _checked_size(path: Path, max_bytes: int) -> int:
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise DocumentError(f"The document could not be read: {exc.strerror}") from exc
-    if size == 0:
-        raise DocumentError("The file is empty (0 bytes); upload the document again")
+    size = nonempty_size(path)
     if size > max_bytes:
         raise DocumentLimitError(f"The file is {size} bytes; the limit is {max_bytes} (WCU_UPLOAD_MAX_BYTES)")
     return size

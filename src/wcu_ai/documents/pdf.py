@@ -149,7 +149,7 @@ async def read_pdf(
     file-size limit is 0), gets a HOME and TMPDIR that do not exist and runs in /: no directory is
     made and removed per document.
     """
-    _check_not_empty(path)
+    nonempty_size(path)
     # Absolute: the tool runs in another directory.
     argv = ["pdftotext", "-htmlmeta", "-enc", "UTF-8", "-l", str(max_pages + 1), str(path.absolute()), "-"]
     cap = 4 * max_text_chars + _HEAD_BYTES + _PER_PAGE_BYTES * (max_pages + 1)
@@ -317,13 +317,15 @@ def _clean(text: str) -> str:
     return _BIDI_CONTROLS.sub("", _BIDI_BETWEEN_WORDS.sub(" ", text))
 
 
-def _check_not_empty(path: Path) -> None:
+def nonempty_size(path: Path) -> int:
+    """The file's size; DocumentError when it cannot be read or is empty."""
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise DocumentError(f"The document could not be read: {exc.strerror}") from exc
     if size == 0:
         raise DocumentError("The file is empty (0 bytes); upload the document again")
+    return size
 
 
 def _document_error(exc: ToolError, *, limited: bool) -> DocumentError:
