@@ -14,19 +14,17 @@ duplicated, errors, p50/p99); the exit status is 1 when anything was lost, dupli
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.api.conftest import service_stack
-from tests.conftest import API_KEY, fresh_database
+from tests.conftest import API_KEY, fresh_database, postgres_url
 from tests.reliability.harness import (
     Verdict,
     enqueue_many,
@@ -35,21 +33,6 @@ from tests.reliability.harness import (
     sigkill_cycles,
     sigterm_cycles,
 )
-
-
-@contextlib.contextmanager
-def postgres() -> Iterator[str]:
-    url = os.environ.get("WCU_TEST_DATABASE_URL")
-    if url:
-        yield url
-        return
-    import pgserver
-
-    server = pgserver.get_server(Path(f"/tmp/wcu-bench-pg-{os.getpid()}"), cleanup_mode="delete")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
 
 
 def run_verdict(name: str, server: str, scenario: object, **counts: int) -> bool:
@@ -96,7 +79,7 @@ def main() -> int:
     chosen = ["sigterm", "sigkill", "noop", "http"] if args.scenario == "all" else [args.scenario]
     print(f"run {uuid.uuid4().hex[:8]}: {', '.join(chosen)} on {os.cpu_count()} cores", flush=True)
     ok = True
-    with postgres() as server:
+    with postgres_url("wcu-bench-pg") as server:
         for name in chosen:
             if name == "sigterm":
                 ok &= run_verdict(name, server, sigterm_cycles, cycles=args.cycles or 50)

@@ -34,22 +34,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.api.conftest import ServiceStack, service_stack
-from tests.conftest import API_KEY, Proc, service_environ, wcu_ai_command
-
-
-@contextlib.contextmanager
-def postgres() -> Iterator[str]:
-    url = os.environ.get("WCU_TEST_DATABASE_URL")
-    if url:
-        yield url
-        return
-    import pgserver
-
-    server = pgserver.get_server(Path(f"/tmp/wcu-bench-pg-{os.getpid()}"), cleanup_mode="delete")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
+from tests.conftest import API_KEY, Proc, postgres_url, service_environ, wcu_ai_command
 
 
 def status_kib(pid: int, field: str) -> int:
@@ -152,7 +137,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     size = args.size_mib * 1024 * 1024
-    with tempfile.TemporaryDirectory(prefix="wcu-bench-upload-") as tmp_name, postgres() as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="wcu-bench-upload-") as tmp_name,
+        postgres_url("wcu-bench-pg") as server,
+    ):
         tmp = Path(tmp_name)
         files = [make_upload(tmp / f"upload-{i}.pdf", size) for i in range(args.uploads + 1)]
         # One attempt: the random "PDFs" fail in the runner at once, after it has read them back.

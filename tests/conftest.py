@@ -31,8 +31,9 @@ from wcu_ai.settings import Settings
 API_KEY = "test-key-0123456789abcdef"
 
 
-@pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def postgres_url(prefix: str = "wcu-test-pg") -> Iterator[str]:
+    """WCU_TEST_DATABASE_URL if set, else an embedded pgserver for the block (tests and bench/)."""
     url = os.environ.get("WCU_TEST_DATABASE_URL")
     if url:
         yield url
@@ -40,12 +41,17 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import pgserver
 
     # A short path: the server's unix socket lives in the data directory (108-byte limit).
-    data = Path(f"/tmp/wcu-test-pg-{os.getpid()}")
-    server = pgserver.get_server(data, cleanup_mode="delete")
+    server = pgserver.get_server(Path(f"/tmp/{prefix}-{os.getpid()}"), cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with postgres_url() as url:
+        yield url
 
 
 def with_database(url: str, name: str) -> str:
