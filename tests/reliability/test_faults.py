@@ -175,6 +175,10 @@ def test_postgres_restart_under_load_api_and_runner_recover_by_themselves(
                 down = wait_http(f"{base}/health/ready", status=503, timeout=30)
                 assert down.json()["status"] == "unavailable"
                 assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+                # Down until the loader has met the outage too: readiness can tell first.
+                deadline = time.monotonic() + 30
+                while loader.db_errors == 0 and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 before_outage = len(loader.enqueued)
                 own_postgres.start()
                 wait_http(f"{base}/health/ready", timeout=60)
