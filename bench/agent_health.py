@@ -24,14 +24,12 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,10 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from tests.conftest import free_port, fresh_database, postgres_url, wcu_ai_command  # noqa: E402
+
 API_KEY = "bench-key-0123456789abcdef"
 HEALTH_TIMEOUT_SECONDS = 10.0
-BIN = Path(sys.executable).parent
-WCU_AI = [str(BIN / "wcu-ai")] if (BIN / "wcu-ai").exists() else [sys.executable, "-m", "wcu_ai"]
 WAITING = (
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
 )
@@ -55,44 +54,9 @@ def waiting_on_a_lock(db_url: str) -> int:
         return conn.execute(WAITING).fetchone()[0]  # type: ignore[index]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-@contextlib.contextmanager
-def server_url() -> Iterator[str]:
-    url = os.environ.get("WCU_TEST_DATABASE_URL")
-    if url:
-        yield url
-        return
-    import pgserver
-
-    server = pgserver.get_server(Path(f"/tmp/wcu-bench-agents-{os.getpid()}"), cleanup_mode="delete")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-
-
-@contextlib.contextmanager
-def database(url: str) -> Iterator[str]:
-    from urllib.parse import urlsplit, urlunsplit
-
-    name = f"bench_agents_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
@@ -177,7 +141,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="wcu-bench-agents-") as tmp_name:
         tmp = args.keep or Path(tmp_name)
         tmp.mkdir(parents=True, exist_ok=True)
-        with server_url() as url, database(url) as db_url:
+        with postgres_url("wcu-bench-agents") as url, fresh_database(url, "bench_agents") as db_url:
             port = free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith(("WCU_", "DATABASE_URL"))}
             env.update(
@@ -195,11 +159,11 @@ def main() -> int:
             )
             base = f"http://127.0.0.1:{port}"
             with (
-                process([*WCU_AI, "runner"], env, tmp / "runner.log") as runner,
+                process([*wcu_ai_command(), "runner"], env, tmp / "runner.log") as runner,
                 contextlib.ExitStack() as stack,
             ):
                 wait_for_line(tmp / "runner.log", "runner.leader", runner)
-                stack.enter_context(process([*WCU_AI, "api"], env, tmp / "api.log"))
+                stack.enter_context(process([*wcu_ai_command(), "api"], env, tmp / "api.log"))
                 wait_ready(base)
                 auth = {"Authorization": f"Bearer {API_KEY}"}
                 warm = httpx.post(

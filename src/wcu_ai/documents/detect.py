@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import zipfile
-import zlib
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -30,14 +29,6 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 MAX_COMPRESSION_RATIO = ooxml.MAX_COMPRESSION_RATIO
 MAX_ZIP_MEMBERS = ooxml.MAX_ZIP_MEMBERS
-_BROKEN_ZIP = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    zlib.error,
-    EOFError,
-    ValueError,
-    NotImplementedError,
-)
 
 
 def detect_type(path: Path) -> DocumentKind | None:
@@ -113,7 +104,7 @@ def _zip_reason(path: Path) -> str:
             f"{_UNSUPPORTED}. The DOCX is damaged or is not a Word document: {exc}. If it is one, open and "
             "save it again in Word or LibreOffice and re-upload"
         )
-    except (*_BROKEN_ZIP, OSError) as exc:
+    except (*ooxml.BROKEN_ZIP, OSError) as exc:
         return (
             f"{_UNSUPPORTED}. The DOCX is damaged (its zip structure cannot be read: {exc}); it may have been "
             "cut short in transfer: save it again and re-upload"
@@ -129,7 +120,7 @@ def _is_docx(path: Path) -> bool:
         # An Office package whose structure is too big to read: it is taken as a DOCX so that
         # parsing refuses it with the limit, rather than "not a document".
         return True
-    except (DocumentError, *_BROKEN_ZIP, OSError):
+    except (DocumentError, *ooxml.BROKEN_ZIP, OSError):
         return False
     return True
 
@@ -160,7 +151,7 @@ def check_docx_safe(
             return ooxml.inflate_all(archive, members, **limits, stop=stop)
     except DocumentError:
         raise
-    except _BROKEN_ZIP as exc:
+    except ooxml.BROKEN_ZIP as exc:
         raise DocumentError(
             f"The DOCX is damaged (its zip structure cannot be read: {exc}); save it again and re-upload"
         ) from exc

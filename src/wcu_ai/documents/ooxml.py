@@ -138,7 +138,8 @@ MAX_NESTED_PACKAGES = 2
 _READ_CHUNK = 64 * 1024
 _SNIFF_BYTES = 64 * 1024
 _MAX_INSTRUCTION_CHARS = 16 * 1024
-_BROKEN_ZIP = (
+# What zipfile raises on a damaged archive (detect.py reads packages with the same list).
+BROKEN_ZIP = (
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
     zlib.error,
@@ -1113,7 +1114,7 @@ class _Rewrite:
             try:
                 with zipfile.ZipFile(spool) as nested:
                     main_part(nested)
-            except (DocumentError, *_BROKEN_ZIP):
+            except (DocumentError, *BROKEN_ZIP):
                 return False
         return True
 
@@ -1305,7 +1306,7 @@ def _rewrite_file(
             return rewrite.report
     except DocumentError:
         raise
-    except _BROKEN_ZIP as exc:
+    except BROKEN_ZIP as exc:
         raise DocumentError(
             f"The DOCX is damaged (its zip structure cannot be read: {exc}); save it again and re-upload"
         ) from exc
