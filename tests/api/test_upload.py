@@ -11,7 +11,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -215,45 +215,46 @@ def test_a_client_that_disconnects_mid_upload_is_one_warning_and_nothing_stored(
     assert stored(stack.db_url) == before
 
 
-def test_a_client_that_stalls_mid_body_gets_408_and_nothing_is_stored(
-    stack: ServiceStack, pdf_bytes: bytes
+def assert_408_naming(
+    stack: ServiceStack, pdf_bytes: bytes, setting: str, send: Callable[[RawClient, bytes], None]
 ) -> None:
+    """An upload whose body `send` delivers too slowly: 408 naming `setting`, closed, nothing stored."""
     before = stored(stack.db_url)
     body = file_part_head() + pdf_bytes + closing()
     client = RawClient.to(stack.base)
     try:
-        client.send(upload_head(len(body)) + body[:200])
-        response = client.response(timeout=BODY_TIMEOUT + 15)
-        assert response is not None and response.status == 408
-        assert "WCU_API_BODY_TIMEOUT_SECONDS" in response.json()["detail"]
+        client.send(upload_head(len(body)))
+        send(client, body)
+        response = client.response(timeout=BODY_MAX + 15)
+        assert response is not None and response.status == 408, response
+        assert setting in response.json()["detail"]
         assert response.closed
     finally:
         client.close()
     assert wait_until(lambda: scratch_files(stack) == [])
     assert stored(stack.db_url) == before
+
+
+def test_a_client_that_stalls_mid_body_gets_408_and_nothing_is_stored(
+    stack: ServiceStack, pdf_bytes: bytes
+) -> None:
+    assert_408_naming(
+        stack, pdf_bytes, "WCU_API_BODY_TIMEOUT_SECONDS", lambda client, body: client.send(body[:200])
+    )
 
 
 def test_a_client_that_trickles_within_each_wait_gets_408_at_the_total_and_nothing_is_stored(
     stack: ServiceStack, pdf_bytes: bytes
 ) -> None:
-    before = stored(stack.db_url)
-    body = file_part_head() + pdf_bytes + closing()
-    client = RawClient.to(stack.base)
-    try:
-        client.send(upload_head(len(body)) + body[:100])
+    def trickle(client: RawClient, body: bytes) -> None:
+        client.send(body[:100])
         # A piece every half of BODY_TIMEOUT: no single wait times out; their sum must.
         for i in range(40):
             time.sleep(BODY_TIMEOUT / 2)
             if not client.send(body[100 + i : 101 + i]):
-                break  # the API answered and closed
-        response = client.response(timeout=BODY_MAX + 15)
-        assert response is not None and response.status == 408, response
-        assert "WCU_API_BODY_MAX_SECONDS" in response.json()["detail"]
-        assert response.closed
-    finally:
-        client.close()
-    assert wait_until(lambda: scratch_files(stack) == [])
-    assert stored(stack.db_url) == before
+                return  # the API answered and closed
+
+    assert_408_naming(stack, pdf_bytes, "WCU_API_BODY_MAX_SECONDS", trickle)
 
 
 @contextlib.contextmanager
