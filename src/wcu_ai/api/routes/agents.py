@@ -63,7 +63,7 @@ CatalogDep = Annotated[AgentCatalog, Depends(get_catalog)]
 router = APIRouter(tags=["agents"])
 
 
-def get_agent(agent_id: str, catalog: CatalogDep) -> AgentInfo:
+async def get_agent(agent_id: str, catalog: CatalogDep) -> AgentInfo:
     info = catalog.info(agent_id)
     if info is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id!r}; GET /v1/agents lists them")
