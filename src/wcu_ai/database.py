@@ -141,8 +141,8 @@ async def check_pooled_connection(conn: psycopg.AsyncConnection[Any]) -> None:
     An idle connection has nothing to read. When a server ends a connection (a restart, a failover,
     pg_terminate_backend, idle_session_timeout) it sends its FATAL error and closes the socket, so
     the socket reads: only then is psycopg's round-trip check made, and a connection failing it is
-    replaced. Polling is a system call where the round trip was two thirds of a /v1/search's own
-    database time. A peer gone without a word answers neither: TCP_KEEPALIVE bounds that case.
+    replaced. Polling is a system call; the round trip was one more on every request. A peer gone
+    without a word answers neither: TCP_KEEPALIVE bounds that case.
     """
     if conn.closed:
         raise psycopg.OperationalError("the connection is closed")

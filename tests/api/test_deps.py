@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from psycopg.pq import TransactionStatus
 from starlette.requests import Request
@@ -24,10 +25,8 @@ def test_a_route_connection_commits_each_statement_and_goes_back_to_the_pool_as_
             await conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen (n int)")
             await conn.execute("INSERT INTO seen VALUES (1)")
             during = (conn.autocommit, conn.info.transaction_status)
-            try:
+            with contextlib.suppress(StopAsyncIteration):
                 await anext(dependency)
-            except StopAsyncIteration:
-                pass
             async with pool.connection() as again:
                 return (*during, again is conn, again.autocommit)
 

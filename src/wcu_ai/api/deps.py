@@ -13,7 +13,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from wcu_ai.settings import Settings
 
-
 # The dependencies are coroutines although they do not wait: FastAPI runs a plain function in its
 # thread pool, a thread hop on every request for a dictionary lookup.
 
