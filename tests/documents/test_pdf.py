@@ -265,6 +265,19 @@ def test_bidi_controls_are_taken_out_of_the_pages() -> None:
     assert pages == [f" end {hello} {world} Hello\nx"]
 
 
+# Every bidirectional formatting character of Unicode (UAX #9): LRM, RLM, LRE..RLO, LRI..PDI.
+BIDI_CONTROLS = ["\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))]
+
+
+@pytest.mark.parametrize("control", BIDI_CONTROLS, ids=[f"U+{ord(c):04X}" for c in BIDI_CONTROLS])
+@pytest.mark.parametrize("text", ["plain ascii", "caf\u00e9 cr\u00e8me", "it\u2019s \u201cquoted\u201d"])
+def test_each_bidi_control_is_found_in_any_text(control: str, text: str) -> None:
+    """Whatever the page's other characters (ASCII, Latin-1, beyond), one control is enough to be taken out."""
+    head = "<html>\n<head>\n</head>\n<body>\n<pre>\n"
+    _, pages = parse_pdftotext_html(f"{head}{text} a{control}b {control}end\n\n\f</pre>\n</body>\n</html>\n")
+    assert pages == [f"{text} a b end"]
+
+
 def test_a_form_feed_inside_a_line_is_not_a_page_end() -> None:
     head = "<html>\n<head>\n</head>\n<body>\n<pre>\n"
     meta, pages = parse_pdftotext_html(head + "\fa\fb\n\n\fc\x00d\n\n\f</pre>\n</body>\n</html>\n")

@@ -307,12 +307,15 @@ def _no_files(limits: ToolLimits | None) -> ToolLimits | None:
 _BIDI = "\u200e\u200f\u202a-\u202e\u2066-\u2069"
 _BIDI_BETWEEN_WORDS = re.compile(f"(?<=\\w)[{_BIDI}]+(?=\\w)")
 _BIDI_CONTROLS = re.compile(f"[{_BIDI}]+")
+_BIDI_CHARS = tuple(chr(c) for c in (0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)))
 
 
 def _clean(text: str) -> str:
     # PostgreSQL text cannot hold NUL; poppler passes through whatever the PDF maps glyphs to.
     text = text.replace("\x00", "")
-    if _BIDI_CONTROLS.search(text) is None:  # the common case costs one scan
+    # The common case: no bidi control at all. `in` runs in C and answers at once for text whose
+    # characters are all below U+0100; the regex's search took 1.5 ms on a 100-page document.
+    if text.isascii() or not any(control in text for control in _BIDI_CHARS):
         return text
     return _BIDI_CONTROLS.sub("", _BIDI_BETWEEN_WORDS.sub(" ", text))
 

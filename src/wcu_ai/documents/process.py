@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -39,6 +40,12 @@ _STDERR_TAIL_CHARS = 2000
 
 # Variables never handed to a document tool: a tool reading a hostile file has no use for them.
 _SECRET_NAME = re.compile(r"(^DATABASE_URL$|^WCU_|^AWS_|^PG|KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL)", re.I)
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_name(name: str) -> bool:
+    # Remembered: the regex over every variable was most of a tool start's own Python time.
+    return _SECRET_NAME.search(name) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +129,7 @@ def tool_env(home: Path, tmp_dir: Path, base: Mapping[str, str] | None = None) -
     paths such as FONTCONFIG_FILE there.
     """
     source = os.environ if base is None else base
-    env = {k: v for k, v in source.items() if not _SECRET_NAME.search(k)}
+    env = {k: v for k, v in source.items() if not _secret_name(k)}
     env.update(
         {
             "HOME": str(home),
