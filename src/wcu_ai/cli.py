@@ -124,9 +124,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "api":
-        from wcu_ai.api.main import serve
+        from wcu_ai.agents.model import ModelCheck
 
-        return serve(settings)
+        # Under way in a child while the web stack is imported (agents/model.py).
+        model_check = ModelCheck.start(settings.agent_model)
+        try:
+            from wcu_ai.api.main import serve
+
+            return serve(settings, model_check=model_check)
+        finally:
+            if model_check is not None:
+                model_check.close()
     if args.command == "runner":
         settings.require_database_url()
         if os.getpid() == 1:

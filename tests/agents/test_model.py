@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import skip_or_fail
 from tests.fake_model import ScriptedModel
-from wcu_ai.agents.model import PROVIDERS, build_model
+from wcu_ai.agents.model import PROVIDERS, ModelCheck, build_model
 from wcu_ai.errors import ConfigError
 
 
@@ -78,3 +81,68 @@ def test_a_provider_whose_async_or_sync_sdk_is_missing_names_the_extra(
             with pytest.raises(ConfigError, match=rf"install wcu-ai-server\[{extra}\]") as info:
                 build_model(spec)
         assert info.value.message.startswith("WCU_AGENT_MODEL: ")
+
+
+# -- the check in a child, as `wcu-ai api` starts (ModelCheck) ------------------------------------
+
+
+def test_a_check_gives_its_verdict_and_the_model_is_built_here_after() -> None:
+    assert ModelCheck.start(None) is None and ModelCheck.start("") is None
+    check = ModelCheck.start("python:tests.fake_model:make")
+    assert check is not None
+    check.wait()
+    assert isinstance(check.build(), ScriptedModel)
+    with pytest.raises(RuntimeError, match="already"):
+        check.wait()
+    check.close()  # nothing left to stop
+
+
+@pytest.mark.parametrize(
+    "spec", ["cohere:command-r", "python:tests.fake_model:missing", "python:tests.fake_model:not_a_model"]
+)
+def test_a_check_refuses_a_bad_spec_with_the_message_build_model_gives(spec: str) -> None:
+    with pytest.raises(ConfigError) as direct:
+        build_model(spec)
+    check = ModelCheck.start(spec)
+    assert check is not None
+    with pytest.raises(ConfigError) as checked:
+        check.wait()
+    assert checked.value.message == direct.value.message
+
+
+def test_a_factory_that_crashes_is_a_config_error_naming_the_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "crashing_factory.py").write_text("def make():\n    raise RuntimeError('no model today')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # the forked child inherits the path
+    check = ModelCheck.start("python:crashing_factory:make")
+    assert check is not None
+    with pytest.raises(ConfigError, match="no model today") as info:
+        check.wait()
+    assert info.value.message.startswith("WCU_AGENT_MODEL: ")
+
+
+def test_a_check_nobody_waited_for_is_stopped_and_reaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "slow_factory.py").write_text("import time\ndef make():\n    time.sleep(60)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    check = ModelCheck.start("python:slow_factory:make")
+    assert check is not None
+    pid = check._pid
+    assert pid is not None
+    check.close()
+    with pytest.raises(ChildProcessError):  # reaped: no zombie left behind
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_no_child_is_forked_while_threads_run() -> None:
+    """fork() copies one thread of many and the locks the others held: then the API checks in-process."""
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    try:
+        assert ModelCheck.start("python:tests.fake_model:make") is None
+    finally:
+        release.set()
+        thread.join()

@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from wcu_ai.agents import sessions as session_store
 from wcu_ai.agents.knowledge import DocumentSearch
 from wcu_ai.agents.metrics import request_metrics
+from wcu_ai.agents.model import ModelCheck
 from wcu_ai.agents.outcome import OutcomeObserver, RunOutcome, record_outcome
 from wcu_ai.agents.runs import AgentRun
 from wcu_ai.agents.session_lock import lock_session
@@ -263,7 +264,7 @@ class AgentsLoading:
 @contextlib.asynccontextmanager
 async def open_agents(
     settings: Settings,
-    model: Model | None,
+    model: Model | ModelCheck | None,
     pool: AsyncConnectionPool,
     embedder: Embedder | None,
     observer: OutcomeObserver | None = None,
@@ -272,7 +273,8 @@ async def open_agents(
 
     Agno's agent modules and its storage (SQLAlchemy) take ~1.4 s to import: they load in a
     thread while the API already serves (/health answers; the first agent request waits for
-    them). The model was built before serving, so a bad WCU_AGENT_MODEL still stops the start.
+    them). The model was built, or checked (a ModelCheck, built here), before serving, so a bad
+    WCU_AGENT_MODEL still stops the start.
     """
     if model is None:
         yield None
@@ -280,8 +282,9 @@ async def open_agents(
     search = DocumentSearch(pool, embedder, settings.embedder, limit=settings.agent_search_limit)
 
     def load() -> AgentCatalog:
+        built = model.build() if isinstance(model, ModelCheck) else model
         importlib.import_module("agno.agent")  # at start-up, not in the first run
-        return AgentCatalog(settings, model, AgnoStorage(settings), search, pool, observer)
+        return AgentCatalog(settings, built, AgnoStorage(settings), search, pool, observer)
 
     loading = asyncio.create_task(asyncio.to_thread(load), name="agents.load")
     try:

@@ -8,9 +8,15 @@ Agno Model. Unset: the agent endpoints answer 503.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
+import threading
 from typing import TYPE_CHECKING
 
 from wcu_ai.agno_components import Provider, load_component
+from wcu_ai.errors import ConfigError
 
 if TYPE_CHECKING:
     from agno.models.base import Model
@@ -62,3 +68,83 @@ def build_model(spec: str | None) -> Model | None:
         is_component=_is_model,
         kind="an Agno Model",
     )
+
+
+# The most of a child's refusal that is passed on (a pipe's atomic write; messages are a line or two).
+_MESSAGE_BYTES = 4096
+
+
+class ModelCheck:
+    """WCU_AGENT_MODEL built once in a forked child while the API goes on starting.
+
+    Building the model imports Agno's model classes and the provider's SDK: 0.27 s of a 0.8 s
+    API start for the tests' model, more with a provider's SDK. The child does exactly what
+    build_model does, on another CPU while this process imports its web stack; `wait()` gives
+    its verdict before the API serves anything, so a bad WCU_AGENT_MODEL still stops the start,
+    with the same message. The API builds its own model afterwards, off the start path, with
+    the agents (agents/catalog.py), and the first agent request waits for them.
+    """
+
+    def __init__(self, spec: str, pid: int, reader: int) -> None:
+        self.spec = spec
+        self._pid: int | None = pid
+        self._reader = reader
+
+    @classmethod
+    def start(cls, spec: str | None) -> ModelCheck | None:
+        """The check under way; None without a model, or where forking is unsafe (threads running)."""
+        if not spec or not hasattr(os, "fork") or threading.active_count() > 1:
+            return None
+        reader, writer = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe, then leaves at once
+            os.close(reader)
+            os._exit(_check_in_child(spec, writer))
+        os.close(writer)
+        return cls(spec, pid, reader)
+
+    def wait(self) -> None:
+        """Returns once the child built the model; ConfigError with its reason when it could not."""
+        if self._pid is None:
+            raise RuntimeError("the model check was already waited for or closed")
+        with os.fdopen(self._reader, "rb") as pipe:
+            message = pipe.read(_MESSAGE_BYTES).decode("utf-8", errors="replace")
+        _, status = os.waitpid(self._pid, 0)
+        self._pid = None
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            raise ConfigError(
+                message or f"{VARIABLE}: checking the model failed (the check exited with {code})"
+            )
+
+    def close(self) -> None:
+        """Stops a check nobody waited for (the start failed before), and reaps it."""
+        if self._pid is None:
+            return
+        pid, self._pid = self._pid, None
+        os.close(self._reader)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+    def build(self) -> Model:
+        """The model in this process (after a successful wait())."""
+        model = build_model(self.spec)
+        assert model is not None  # the spec is not empty
+        return model
+
+
+def _check_in_child(spec: str, writer: int) -> int:
+    # os._exit follows: no atexit handler, no flush of buffers inherited from the parent.
+    try:
+        build_model(spec)
+    except ConfigError as exc:
+        message, code = exc.message, 2
+    except BaseException as exc:  # whatever it was, the parent reports it
+        message, code = f"{VARIABLE}: building the model failed: {type(exc).__name__}: {exc}", 3
+    else:
+        return 0
+    os.write(writer, message.encode("utf-8", errors="replace")[:_MESSAGE_BYTES])
+    return code

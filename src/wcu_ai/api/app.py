@@ -7,8 +7,8 @@ import contextvars
 import errno
 import json
 import logging
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wcu_ai import __version__
 from wcu_ai.agents.catalog import open_agents
-from wcu_ai.agents.model import build_model
+from wcu_ai.agents.model import ModelCheck, build_model
 from wcu_ai.agents.outcome import OutcomeObserver
 from wcu_ai.api.deps import require_api_key
 from wcu_ai.api.docs import add_docs
@@ -50,6 +50,7 @@ from wcu_ai.settings import Settings
 
 if TYPE_CHECKING:
     from agno.knowledge.embedder.base import Embedder
+    from agno.models.base import Model
 
     from wcu_ai.agents.catalog import AgentsLoading
 
@@ -97,7 +98,9 @@ class RequestLogMiddleware:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")[:100]
                 break
-        request_id = request_id or uuid.uuid4().hex
+        # Not uuid4: its os.urandom call was 2% of a /health request. An id names a request, it
+        # guards nothing; the random module reseeds in a forked child, so workers do not repeat ids.
+        request_id = request_id or f"{random.getrandbits(128):032x}"
         header = (b"x-request-id", request_id.encode("latin-1"))
         started = time.monotonic()
         response: list[Any] = []
@@ -130,11 +133,18 @@ class RequestLogMiddleware:
             )
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, model_check: ModelCheck | None = None) -> FastAPI:
     # Built before serving: a misconfigured embedder stops start-up with a ConfigError.
     embedder = build_embedder(settings.embedder, settings.embedder_dimensions)
-    # Likewise the agents' model; without one the agent routes answer 503.
-    model = build_model(settings.agent_model)
+    # Likewise the agents' model, or its check under way in a child (`wcu-ai api`), whose verdict
+    # comes before serving while the model itself is built with the agents; without one the
+    # agent routes answer 503.
+    model: Model | ModelCheck | None
+    if model_check is not None:
+        model_check.wait()
+        model = model_check
+    else:
+        model = build_model(settings.agent_model)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:

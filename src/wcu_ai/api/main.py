@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -13,6 +14,9 @@ from wcu_ai.api.drain import Drain
 from wcu_ai.api.protocol import timed_protocol
 from wcu_ai.errors import ConfigError
 from wcu_ai.settings import Settings
+
+if TYPE_CHECKING:
+    from wcu_ai.agents.model import ModelCheck
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +65,8 @@ class _Server(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, *, model_check: ModelCheck | None = None) -> int:
+    """Runs the API until it is stopped; `model_check`: WCU_AGENT_MODEL being checked (agents/model.py)."""
     settings.require_database_url()
     if not settings.api_keys:
         raise ConfigError("WCU_API_KEYS: set at least one API key (comma-separated, 16+ characters each)")
@@ -70,7 +75,7 @@ def serve(settings: Settings) -> int:
             f"WCU_API_MAX_SCRATCH_BYTES ({settings.api_max_scratch_bytes}) is below WCU_UPLOAD_MAX_BYTES "
             f"({settings.upload_max_bytes}): an upload at the limit could never be received; raise it"
         )
-    app = create_app(settings)
+    app = create_app(settings, model_check=model_check)
     config = uvicorn.Config(
         app,
         host=settings.api_host,
@@ -89,6 +94,9 @@ def serve(settings: Settings) -> int:
             linger_timeout=settings.api_body_timeout_seconds,
         ),
         timeout_keep_alive=settings.api_keepalive_seconds,
+        # asyncio's own loop, as in the images: uvicorn's "auto" takes uvloop wherever it happens to
+        # be installed (the bench group brings it), and the API would not be the one measured and tested.
+        loop="asyncio",
     )
     _Server(config, app.state.drain, settings.api_drain_seconds).run()
     return 0
