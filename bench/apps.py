@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from typing import Any
 
 
 def serve_bare() -> None:
@@ -54,8 +55,8 @@ def serve_api_without_auth() -> None:
     async def no_key_check() -> None:  # a coroutine like the check it replaces: no thread hop either
         return None
 
-    def create_app_without_auth(settings: Settings) -> FastAPI:
-        app = create_app(settings)
+    def create_app_without_auth(settings: Settings, **kwargs: Any) -> FastAPI:
+        app = create_app(settings, **kwargs)  # serve()'s keyword arguments (model_check) pass through
         app.dependency_overrides[require_api_key] = no_key_check
         return app
 

@@ -235,18 +235,18 @@ def fill_chunks(db_url: str, count: int, per_document: int = 100) -> None:
 
 
 def search_direct(db_url: str) -> Callable[[str, int], Callable[[], object]]:
-    """A measure running search_text on one connection, as the API's route runs it."""
-    from wcu_ai.documents.search import search_text
+    """A measure running the route's SQL alone (search_text's named query, its parameters) on one
+    synchronous connection, rows fetched: no event loop and none of the route's Python around it."""
+    from wcu_ai.documents.store import Q
+    from wcu_ai.documents.textsearch import TEXT_SEARCH_CONFIGS
 
-    loop = asyncio.new_event_loop()
-    conn = loop.run_until_complete(
-        psycopg.AsyncConnection.connect(db_url, autocommit=True, row_factory=dict_row)
-    )
+    conn = psycopg.connect(db_url, autocommit=True, row_factory=dict_row)
 
     def measure(query: str, limit: int) -> Callable[[], object]:
-        return lambda: loop.run_until_complete(search_text(conn, query, limit=limit))
+        params = {"q": query, "limit": limit, "configs": list(TEXT_SEARCH_CONFIGS)}
+        return lambda: conn.execute(Q["search_text"], params).fetchall()
 
-    measure.close = lambda: (loop.run_until_complete(conn.close()), loop.close())  # type: ignore[attr-defined]
+    measure.close = conn.close  # type: ignore[attr-defined]
     return measure
 
 
@@ -305,14 +305,16 @@ def pdf_of(size: int) -> bytes:
 
 
 def raw_insert_seconds(db_url: str, content: bytes) -> float:
-    """One INSERT of the same bytes into a bytea column stored EXTERNAL, as the upload tables are."""
+    """One INSERT of the same bytes into a bytea column stored EXTERNAL, as the upload tables are,
+    in a table as durable as theirs (a TEMP table would skip the write-ahead log)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS bench_blob (content bytea NOT NULL)")
+        conn.execute("DROP TABLE IF EXISTS bench_blob")
+        conn.execute("CREATE TABLE bench_blob (content bytea NOT NULL)")
         conn.execute("ALTER TABLE bench_blob ALTER COLUMN content SET STORAGE EXTERNAL")
         begun = time.perf_counter()
         conn.execute("INSERT INTO bench_blob (content) VALUES (%b)", (content,))
         seconds = time.perf_counter() - begun
-        conn.execute("TRUNCATE bench_blob")
+        conn.execute("DROP TABLE bench_blob")
         return seconds
 
 
