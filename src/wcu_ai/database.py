@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import select
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -113,13 +114,12 @@ async def open_pool(
     any statement of the pool's connections that runs longer; None or 0: no limit (the runner's).
     """
     kwargs = connect_kwargs(settings, statement_timeout_seconds=statement_timeout_seconds)
-    pool = AsyncConnectionPool(
+    pool = CheckedPool(
         conninfo(settings),
         min_size=min(min_size, settings.db_pool_size),
         max_size=settings.db_pool_size,
         kwargs={"row_factory": dict_row, **kwargs},
-        # A dead server connection is noticed before use instead of failing a request.
-        check=check_pooled_connection,
+        # No check=: CheckedPool checks before lending, without psycopg's back-off between failures.
         timeout=settings.db_connect_timeout_seconds,
         open=False,
         name="wcu-ai",
@@ -133,6 +133,40 @@ async def open_pool(
         yield pool
     finally:
         await pool.close()
+
+
+class CheckedPool(AsyncConnectionPool):
+    """psycopg's pool, whose connections are checked before they are lent (check_pooled_connection).
+
+    psycopg's own check= waits 1 s, then 2, 4 …, after each connection that fails it: after a
+    server restart every idle connection is dead, and a request walked them one back-off at a
+    time into its 10 s timeout (503) while /health/ready reported the database down. Here the
+    dead ones are dropped one after the other at once; the pool opens new ones as it needs them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lost = 0
+
+    async def getconn(self, timeout: float | None = None) -> Any:
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            conn = await super().getconn(max(0.0, deadline - time.monotonic()))
+            try:
+                await check_pooled_connection(conn)
+            except psycopg.Error:
+                self._lost += 1
+                await self.putconn(conn)  # broken: the pool closes it and opens another
+                continue
+            except BaseException:
+                await self.putconn(conn)
+                raise
+            return conn
+
+    def get_stats(self) -> dict[str, int]:
+        stats = super().get_stats()
+        stats["connections_lost"] = stats.get("connections_lost", 0) + self._lost
+        return stats
 
 
 async def check_pooled_connection(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,119 @@ def test_no_child_is_forked_while_threads_run() -> None:
     finally:
         release.set()
         thread.join()
+
+
+FACTORIES = """
+import os, sys, threading, time
+
+def hang():
+    time.sleep(600)
+
+def leave():
+    os._exit(0)
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise ValueError("no text")
+
+def unprintable():
+    raise Unprintable()
+
+def leaky():
+    raise RuntimeError("cannot connect to " + os.environ["DATABASE_URL"] + " with " + os.environ["WCU_API_KEYS"])
+
+def holds_the_pipe():
+    # a process of the factory's own that outlives the check, with every descriptor inherited
+    if os.fork() == 0:
+        time.sleep(5)
+        os._exit(0)
+    from tests.fake_model import make
+    return make()
+"""
+
+
+@pytest.fixture
+def factories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "odd_factories.py").write_text(FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "python:odd_factories"
+
+
+def test_a_factory_that_never_returns_stops_the_start_after_the_time_allowed(factories: str) -> None:
+    check = ModelCheck.start(f"{factories}:hang")
+    assert check is not None
+    pid = check._pid
+    with pytest.raises(ConfigError, match=r"took longer than 0\.5 s"):
+        check.wait(timeout=0.5)
+    with pytest.raises(ChildProcessError):  # killed and reaped
+        os.waitpid(pid or 0, os.WNOHANG)
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        ("leave", "exited with 0 without a verdict"),  # a factory that ends the process passes nothing
+        ("unprintable", "building the model failed: Unprintable$"),
+    ],
+)
+def test_a_check_without_a_verdict_or_with_an_odd_exception_is_a_config_error(
+    factories: str, factory: str, message: str
+) -> None:
+    check = ModelCheck.start(f"{factories}:{factory}")
+    assert check is not None
+    with pytest.raises(ConfigError, match=message):
+        check.wait()
+
+
+def test_a_factory_error_does_not_carry_the_secrets_of_the_environment(
+    factories: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://wcu:S3cretPwXYZ@db.internal/wcu")
+    monkeypatch.setenv("WCU_API_KEYS", "key-AAAAAAAAAAAAAAAA,key-BBBBBBBBBBBBBBBB")
+    check = ModelCheck.start(f"{factories}:leaky")
+    assert check is not None
+    with pytest.raises(ConfigError) as info:
+        check.wait()
+    assert "db.internal" in info.value.message  # the rest of what it said is kept
+    for secret in ("S3cretPwXYZ", "key-AAAAAAAAAAAAAAAA", "key-BBBBBBBBBBBBBBBB"):
+        assert secret not in info.value.message
+
+
+def test_a_process_of_the_factory_holding_the_pipe_does_not_hold_the_start(factories: str) -> None:
+    check = ModelCheck.start(f"{factories}:holds_the_pipe")
+    assert check is not None
+    check.wait(timeout=10)  # returns with the check's exit, not 5 s later with the pipe's end
+
+
+def test_the_check_dies_with_the_api(factories: str, tmp_path: Path) -> None:
+    """SIGKILL (or SIGTERM) of the API during its start leaves no check behind."""
+    pid_file = tmp_path / "check.pid"
+    script = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from wcu_ai.agents.model import ModelCheck\n"
+        f"check = ModelCheck.start({factories + ':hang'!r})\n"
+        f"open({str(pid_file)!r}, 'w').write(str(check._pid))\n"
+        "time.sleep(600)\n"
+    )
+    api = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        for _ in range(500):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.02)
+        child = int(pid_file.read_text())
+    finally:
+        api.kill()
+        api.wait()
+    for _ in range(500):  # bounded: 10 s
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        stat = Path(f"/proc/{child}/stat").read_text() if Path(f"/proc/{child}").exists() else ""
+        if stat.rpartition(")")[2].split()[:1] == ["Z"]:
+            break  # dead, waiting for init to reap it
+        time.sleep(0.02)
+    else:
+        pytest.fail(f"the check {child} outlived the API")

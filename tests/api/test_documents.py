@@ -271,3 +271,41 @@ def test_no_temporary_files_are_left_behind(stack: ServiceStack) -> None:
         if p.is_file() and "office-slot" not in str(p) and p.name != "lock"
     ]
     assert leftovers == []
+
+
+def test_the_text_of_a_document_deleted_while_it_is_read_is_404(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/text reads the document, then its pages: a DELETE between the two is answered as gone,
+    not as a parsed document with no text whose next_page points back at itself."""
+    from fastapi.testclient import TestClient
+
+    from wcu_ai.api.app import create_app
+    from wcu_ai.documents import store
+    from wcu_ai.migrations import MigrationTool
+    from wcu_ai.settings import Settings
+
+    MigrationTool(Settings(DATABASE_URL=db_url)).run_up()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        [document_id] = conn.execute(
+            "INSERT INTO parsed_documents (filename, content_type, kind, sha256, size_bytes, status, page_count) "
+            "VALUES ('race.pdf', 'application/pdf', 'pdf', sha256('race'::bytea), 10, 'parsed', 2) RETURNING id"
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO parsed_document_pages (document_id, page_no, text) VALUES (%s, 1, 'one'), (%s, 2, 'two')",
+            (document_id, document_id),
+        )
+    page_range = store.page_range
+
+    async def deleted_just_before(conn: Any, document: Any, **bounds: Any) -> list[dict[str, Any]]:
+        with psycopg.connect(db_url, autocommit=True) as other:
+            other.execute("DELETE FROM parsed_documents WHERE id = %s", (document,))
+        return await page_range(conn, document, **bounds)
+
+    monkeypatch.setattr(store, "page_range", deleted_just_before)
+    key = "race-key-0123456789abcdef"
+    settings = Settings(DATABASE_URL=db_url, api_keys=(key,), work_dir=tmp_path)
+    with TestClient(create_app(settings)) as client:
+        response = client.get(f"/v1/documents/{document_id}/text", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 404, response.text
+    assert response.json() == {"detail": f"no document with id {document_id}"}

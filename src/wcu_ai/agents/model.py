@@ -9,11 +9,16 @@ Agno Model. Unset: the agent endpoints answer 503.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import re
+import select
 import signal
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from wcu_ai.agno_components import Provider, load_component
 from wcu_ai.errors import ConfigError
@@ -70,8 +75,13 @@ def build_model(spec: str | None) -> Model | None:
     )
 
 
-# The most of a child's refusal that is passed on (a pipe's atomic write; messages are a line or two).
+# The most of a child's refusal that is passed on (messages are a line or two).
 _MESSAGE_BYTES = 4096
+# What the child writes first when the model was built; without it, the check failed.
+_BUILT = b"\x06"
+# How long the check may take: a model's build imports modules and constructs objects, seconds at most.
+CHECK_SECONDS = 120.0
+_SECRET_NAME = re.compile("KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.I)
 
 
 class ModelCheck:
@@ -82,7 +92,8 @@ class ModelCheck:
     build_model does, on another CPU while this process imports its web stack; `wait()` gives
     its verdict before the API serves anything, so a bad WCU_AGENT_MODEL still stops the start,
     with the same message. The API builds its own model afterwards, off the start path, with
-    the agents (agents/catalog.py), and the first agent request waits for them.
+    the agents (agents/catalog.py), and the first agent request waits for them: a factory
+    (`python:module:factory`) runs twice, so it should do nothing but build its model.
     """
 
     def __init__(self, spec: str, pid: int, reader: int) -> None:
@@ -96,28 +107,46 @@ class ModelCheck:
         if not spec or not hasattr(os, "fork") or threading.active_count() > 1:
             return None
         reader, writer = os.pipe()
+        parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child reports through the pipe, then leaves at once
             os.close(reader)
+            _die_with(parent)
             os._exit(_check_in_child(spec, writer))
         os.close(writer)
         return cls(spec, pid, reader)
 
-    def wait(self) -> None:
+    def wait(self, timeout: float = CHECK_SECONDS) -> None:
         """Returns once the child built the model; ConfigError with its reason when it could not."""
         if self._pid is None:
             raise RuntimeError("the model check was already waited for or closed")
-        with os.fdopen(self._reader, "rb") as pipe:
-            message = pipe.read(_MESSAGE_BYTES).decode("utf-8", errors="replace")
-        _, status = os.waitpid(self._pid, 0)
-        self._pid = None
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0:
+        pid = self._pid
+        # The child's exit, not the pipe's end: a process the factory started may hold the pipe.
+        if not _exited(pid, timeout):
+            self.close()
             raise ConfigError(
-                message or f"{VARIABLE}: checking the model failed (the check exited with {code})"
+                f"{VARIABLE}: building the model took longer than {timeout:g} s; "
+                "check that its factory does not wait for something (a network call, input)"
             )
+        _, status = os.waitpid(pid, 0)
+        self._pid = None
+        os.set_blocking(self._reader, False)
+        try:
+            report = os.read(self._reader, _MESSAGE_BYTES + 1)
+        except BlockingIOError:
+            report = b""
+        finally:
+            os.close(self._reader)
+        if report.startswith(_BUILT):
+            return
+        code = os.waitstatus_to_exitcode(status)
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
+        message = report.decode("utf-8", errors="replace")
+        raise ConfigError(
+            message or f"{VARIABLE}: checking the model failed: the check {how} without a verdict"
+        )
 
     def close(self) -> None:
         """Stops a check nobody waited for (the start failed before), and reaps it."""
@@ -136,15 +165,65 @@ class ModelCheck:
         return model
 
 
-def _check_in_child(spec: str, writer: int) -> int:
+def _exited(pid: int, timeout: float) -> bool:
+    """Whether the child `pid` has exited within `timeout` seconds (not reaped)."""
+    try:
+        handle = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd (not Linux 5.3+): look every 10 ms
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+            time.sleep(0.01)
+        return False
+    try:
+        return bool(select.select([handle], [], [], timeout)[0])
+    finally:
+        os.close(handle)
+
+
+def _die_with(parent: int) -> None:  # pragma: no cover - runs in the child
+    """The child is killed when the API dies (SIGTERM, SIGKILL during the start): no orphan left."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the API died before the line above
+        os._exit(1)
+
+
+def _check_in_child(spec: str, writer: int) -> int:  # pragma: no cover - runs in the child
     # os._exit follows: no atexit handler, no flush of buffers inherited from the parent.
     try:
         build_model(spec)
     except ConfigError as exc:
         message, code = exc.message, 2
     except BaseException as exc:  # whatever it was, the parent reports it
-        message, code = f"{VARIABLE}: building the model failed: {type(exc).__name__}: {exc}", 3
+        message, code = f"{VARIABLE}: building the model failed: {_described(exc)}", 3
     else:
+        os.write(writer, _BUILT)
         return 0
-    os.write(writer, message.encode("utf-8", errors="replace")[:_MESSAGE_BYTES])
+    os.write(writer, _without_secrets(message).encode("utf-8", errors="replace")[:_MESSAGE_BYTES])
     return code
+
+
+def _described(exc: BaseException) -> str:
+    try:
+        text = str(exc).strip()
+    except Exception:  # an exception whose __str__ fails still gets reported
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _without_secrets(text: str) -> str:
+    """`text` with the values of this process's secret variables (keys, passwords) as ***."""
+    secrets: list[str] = []
+    for name, value in os.environ.items():
+        if name == "DATABASE_URL":
+            with contextlib.suppress(ValueError):
+                secrets.append(urlsplit(value).password or "")
+        elif _SECRET_NAME.search(name):
+            secrets += value.split(",")
+    for secret in sorted((s.strip() for s in secrets), key=len, reverse=True):
+        if len(secret) >= 6:
+            text = text.replace(secret, "***")
+    return text

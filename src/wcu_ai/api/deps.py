@@ -28,10 +28,11 @@ async def get_pool(request: Request) -> AsyncConnectionPool:
 async def get_conn(request: Request) -> AsyncIterator[AsyncConnection[Any]]:
     """A pooled connection in autocommit: each statement commits as it completes.
 
-    Every route on ConnDep runs one statement that writes, or reads only (at READ COMMITTED each
-    statement sees its own snapshot, in a transaction or not), so BEGIN and COMMIT would be two
-    more round trips on every request for nothing. A route that must write twice atomically opens
-    `conn.transaction()`. The pool's other users (agents, uploads) get the pool's default back.
+    The routes on ConnDep write with one statement, or only read; at READ COMMITTED each statement
+    sees the database as it is when it starts, in a transaction or not (a route reading twice
+    handles a row gone in between: /text), so BEGIN and COMMIT would be two more round trips on
+    every request for nothing. A route that must write twice atomically opens `conn.transaction()`.
+    The pool's other users (agents, uploads) get the pool's default back.
     """
     # No connection in time (PoolTimeout) or a server gone mid-request: api/app.py answers 503.
     pool: AsyncConnectionPool = request.state.pool

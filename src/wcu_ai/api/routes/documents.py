@@ -172,6 +172,9 @@ async def get_document_text(
         max_pages=_TEXT_MAX_PAGES,
         max_chars=settings.text_response_max_chars,
     )
+    if not rows and page_count and last >= from_page:
+        # Deleted between the two statements (each sees the database as it is then): as gone.
+        raise _not_found(document_id)
     pages = [
         PageText(page=r["page_no"], text=r["text"], ocr=r["ocr"], truncated=len(r["text"]) < r["chars"])
         for r in rows
