@@ -136,9 +136,18 @@ class KeepAliveClient:
 
     def get(self, path: str, **params: Any) -> tuple[int, bytes]:
         target = f"{path}?{urlencode(params)}" if params else path
-        self.connection.request("GET", target, headers=self.headers)
-        response = self.connection.getresponse()
-        return response.status, response.read()
+        for attempt in (1, 2):
+            try:
+                self.connection.request("GET", target, headers=self.headers)
+                response = self.connection.getresponse()
+                return response.status, response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed the kept-alive connection while it sat idle (WCU_API_KEEPALIVE_SECONDS,
+                # while the next size's rows were made): a GET is sent again on a new one, once.
+                self.connection.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.connection.close()
