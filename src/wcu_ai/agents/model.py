@@ -16,12 +16,12 @@ import select
 import signal
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from wcu_ai.agno_components import Provider, load_component
 from wcu_ai.errors import ConfigError
+from wcu_ai.settings import redact_url
 
 if TYPE_CHECKING:
     from agno.models.base import Model
@@ -96,15 +96,17 @@ class ModelCheck:
     (`python:module:factory`) runs twice, so it should do nothing but build its model.
     """
 
-    def __init__(self, spec: str, pid: int, reader: int) -> None:
+    def __init__(self, spec: str, pid: int, pidfd: int, reader: int) -> None:
         self.spec = spec
         self._pid: int | None = pid
+        self._pidfd = pidfd  # readable once the child has exited
         self._reader = reader
 
     @classmethod
     def start(cls, spec: str | None) -> ModelCheck | None:
-        """The check under way; None without a model, or where forking is unsafe (threads running)."""
-        if not spec or not hasattr(os, "fork") or threading.active_count() > 1:
+        """The check under way; None without a model, where forking is unsafe (threads running), or
+        without pidfds (Linux 5.3+) to wait for the child with a time limit: then build_model it is."""
+        if not spec or not hasattr(os, "pidfd_open") or threading.active_count() > 1:
             return None
         reader, writer = os.pipe()
         parent = os.getpid()
@@ -116,7 +118,14 @@ class ModelCheck:
             _die_with(parent)
             os._exit(_check_in_child(spec, writer))
         os.close(writer)
-        return cls(spec, pid, reader)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # a kernel without pidfd_open
+            os.close(reader)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return None
+        return cls(spec, pid, pidfd, reader)
 
     def wait(self, timeout: float = CHECK_SECONDS) -> None:
         """Returns once the child built the model; ConfigError with its reason when it could not."""
@@ -124,7 +133,7 @@ class ModelCheck:
             raise RuntimeError("the model check was already waited for or closed")
         pid = self._pid
         # The child's exit, not the pipe's end: a process the factory started may hold the pipe.
-        if not _exited(pid, timeout):
+        if not select.select([self._pidfd], [], [], timeout)[0]:
             self.close()
             raise ConfigError(
                 f"{VARIABLE}: building the model took longer than {timeout:g} s; "
@@ -132,6 +141,7 @@ class ModelCheck:
             )
         _, status = os.waitpid(pid, 0)
         self._pid = None
+        os.close(self._pidfd)
         os.set_blocking(self._reader, False)
         try:
             report = os.read(self._reader, _MESSAGE_BYTES + 1)
@@ -154,6 +164,7 @@ class ModelCheck:
             return
         pid, self._pid = self._pid, None
         os.close(self._reader)
+        os.close(self._pidfd)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -163,23 +174,6 @@ class ModelCheck:
         model = build_model(self.spec)
         assert model is not None  # the spec is not empty
         return model
-
-
-def _exited(pid: int, timeout: float) -> bool:
-    """Whether the child `pid` has exited within `timeout` seconds (not reaped)."""
-    try:
-        handle = os.pidfd_open(pid)
-    except (AttributeError, OSError):  # no pidfd (not Linux 5.3+): look every 10 ms
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return True
-            time.sleep(0.01)
-        return False
-    try:
-        return bool(select.select([handle], [], [], timeout)[0])
-    finally:
-        os.close(handle)
 
 
 def _die_with(parent: int) -> None:  # pragma: no cover - runs in the child
@@ -219,6 +213,7 @@ def _without_secrets(text: str) -> str:
     secrets: list[str] = []
     for name, value in os.environ.items():
         if name == "DATABASE_URL":
+            text = text.replace(value, redact_url(value))  # the URL, with passwords in its query too
             with contextlib.suppress(ValueError):
                 secrets.append(urlsplit(value).password or "")
         elif _SECRET_NAME.search(name):
